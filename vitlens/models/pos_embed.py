@@ -1,0 +1,59 @@
+"""2-D interpolation of learned position embeddings for a new patch grid (paper section 3.2)."""
+from __future__ import annotations
+
+import math
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+
+ResizeMode = Literal["bicubic", "bilinear", "jax"]
+RESIZE_MODES = ("bicubic", "bilinear", "jax")
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, new_grid: Sequence[int], *, old_grid: Sequence[int] | None = None,
+                     num_prefix_tokens: int = 1, mode: ResizeMode = "bicubic") -> torch.Tensor:
+    """Resize a 1 x (prefix + gh*gw) x D table to a new grid; prefix (class) slots are kept as they are.
+
+    Args:
+        pos_embed: the table, 1 x N x D (or N x D).
+        new_grid: (gh, gw) of the new patch grid.
+        old_grid: (gh, gw) of the table; a square grid is assumed when omitted.
+        num_prefix_tokens: leading slots that are not on the grid (1 for the class token, 0 for 'gap').
+        mode: ``"bicubic"``: timm's ``resample_abs_pos_embed`` defaults (bicubic, antialias);
+            ``"bilinear"``: bilinear without antialias (what timm applies when loading ``.npz``);
+            ``"jax"``: the official code, ``scipy.ndimage.zoom(grid, ..., order=1)``, which maps corner
+            to corner, i.e. bilinear with ``align_corners=True``.
+
+    Returns:
+        1 x (prefix + new_gh*new_gw) x D in the input's dtype.
+    """
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"unknown position-embedding resize mode {mode!r}; use one of {RESIZE_MODES}")
+    squeeze = pos_embed.ndim == 2
+    if squeeze:
+        pos_embed = pos_embed[None]
+    n_grid = pos_embed.shape[1] - num_prefix_tokens
+    if old_grid is None:
+        side = math.isqrt(n_grid)
+        if side * side != n_grid:
+            raise ValueError(f"position embedding has {n_grid} grid slots, not a square; pass old_grid=(gh, gw)")
+        old_grid = (side, side)
+    old_grid, new_grid = tuple(int(g) for g in old_grid), tuple(int(g) for g in new_grid)
+    if old_grid[0] * old_grid[1] != n_grid:
+        raise ValueError(f"old_grid {old_grid} does not match the {n_grid} grid slots of the table")
+    if old_grid == new_grid:
+        return pos_embed[0] if squeeze else pos_embed
+
+    prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
+    dim = grid.shape[-1]
+    grid = grid.float().reshape(1, *old_grid, dim).permute(0, 3, 1, 2)
+    if mode == "bicubic":
+        grid = F.interpolate(grid, size=new_grid, mode="bicubic", align_corners=False, antialias=True)
+    elif mode == "bilinear":
+        grid = F.interpolate(grid, size=new_grid, mode="bilinear", align_corners=False, antialias=False)
+    else:
+        grid = F.interpolate(grid, size=new_grid, mode="bilinear", align_corners=True)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim).to(pos_embed.dtype)
+    out = torch.cat([prefix, grid], dim=1)
+    return out[0] if squeeze else out

@@ -1,0 +1,81 @@
+"""Instantiated timm models to vitlens: architecture fields, weights and preprocessing."""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .vit import VisionTransformer
+
+
+class UnsupportedModelError(ValueError):
+    """A timm model that is not the paper's ViT (layer scale, register tokens, ...)."""
+
+
+def timm_vit_config(model: nn.Module) -> dict[str, Any]:
+    """The VisionTransformer fields of a timm ``VisionTransformer``; raises for variants beyond the paper."""
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+    name = getattr(model, "default_cfg", {}).get("architecture", type(model).__name__)
+    if not isinstance(model, TimmViT):
+        raise UnsupportedModelError(f"{name} is a {type(model).__name__}, not a timm VisionTransformer")
+    blk = model.blocks[0]
+    problems = []
+    if getattr(model, "reg_token", None) is not None:
+        problems.append("register tokens")
+    if getattr(model, "no_embed_class", False):
+        problems.append("position embeddings without a class slot (no_embed_class)")
+    if not isinstance(getattr(blk, "ls1", nn.Identity()), nn.Identity):
+        problems.append("layer scale")
+    if not isinstance(getattr(blk.attn, "q_norm", nn.Identity()), nn.Identity):
+        problems.append("qk-norm")
+    if not isinstance(getattr(model, "norm_pre", nn.Identity()), nn.Identity):
+        problems.append("a pre-encoder LayerNorm")
+    if not isinstance(getattr(model, "fc_norm", nn.Identity()), nn.Identity):
+        problems.append("a LayerNorm after pooling (fc_norm)")
+    if getattr(model, "attn_pool", None) is not None:
+        problems.append("attention pooling")
+    if model.global_pool not in ("token", "avg") or (model.global_pool == "avg") != (model.cls_token is None):
+        problems.append(f"global_pool={model.global_pool!r} with class_token={model.cls_token is not None}")
+    if blk.attn.qkv.bias is None:
+        problems.append("qkv without bias")
+    if not isinstance(blk.mlp.act, nn.GELU) or getattr(blk.mlp.act, "approximate", "none") != "none":
+        problems.append(f"activation {blk.mlp.act}")
+    if problems:
+        raise UnsupportedModelError(
+            f"{name} is not the paper's ViT: it uses {', '.join(problems)}. vitlens implements the original "
+            f"architecture (e.g. vit_base_patch16_224.orig_in21k_ft_in1k, vit_base_r50_s16_384.orig_in21k_ft_in1k)")
+
+    pe = model.patch_embed
+    hybrid = hasattr(pe, "backbone")
+    return dict(
+        img_size=tuple(pe.img_size), patch_size=pe.proj.kernel_size[0],
+        in_chans=(pe.backbone.stem.conv.weight.shape[1] if hybrid else pe.proj.weight.shape[1]),
+        num_classes=model.num_classes, embed_dim=model.embed_dim, depth=len(model.blocks),
+        num_heads=blk.attn.num_heads, mlp_dim=blk.mlp.fc1.out_features, representation_size=None,
+        pool="token" if model.global_pool == "token" else "gap", dropout=model.pos_drop.p,
+        attn_dropout=blk.attn.attn_drop.p, dynamic_img_size=bool(getattr(model, "dynamic_img_size", False)),
+        backbone_layers=tuple(len(s.blocks) for s in pe.backbone.stages) if hybrid else None)
+
+
+def timm_data_config(model: nn.Module) -> dict[str, Any]:
+    """timm's own preprocessing for this model (its pretrained config)."""
+    from timm.data import resolve_model_data_config
+
+    cfg = resolve_model_data_config(model)
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()}
+
+
+def from_timm(model: nn.Module) -> VisionTransformer:
+    """Convert an instantiated timm ViT (plain or R50 hybrid), weights and data config included.
+
+    Example:
+        >>> vit = from_timm(timm.create_model("vit_base_patch16_224.orig_in21k_ft_in1k", pretrained=True))
+    """
+    from .loading import load_weights
+
+    vit = VisionTransformer(**timm_vit_config(model))
+    load_weights(vit, model.state_dict(), source=getattr(model, "default_cfg", {}).get("architecture", "timm model"))
+    vit.data_config = timm_data_config(model)
+    vit.train(model.training)
+    return vit
