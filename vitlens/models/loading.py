@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import pickle
 import re
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -193,6 +195,35 @@ def _build(meta: Mapping[str, Any], sd: Mapping[str, torch.Tensor], source: str,
     return model
 
 
+def _hub_unreachable() -> bool:
+    """A 3-second probe, so an offline user gets the message at once instead of after the hub client's ~45 s
+    of retries. Skipped behind a proxy, where a direct connection says nothing."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        return False
+    except OSError:
+        return True
+
+
+@contextmanager
+def _hub_offline_if_unreachable():
+    """Put huggingface_hub in offline mode while unreachable: weights already in the cache still load."""
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = previous or _hub_unreachable()
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
+
+
 def _load_timm(name: str, num_classes: int | None) -> nn.Module:
     import timm
 
@@ -201,7 +232,8 @@ def _load_timm(name: str, num_classes: int | None) -> nn.Module:
         raise ValueError(f"timm has no model {base!r}; see timm.list_models('vit_*'). The paper's original "
                          f"weights: vit_base_patch16_224.orig_in21k_ft_in1k, vit_large_patch32_384.orig_in21k_ft_in1k")
     try:
-        model = timm.create_model(name, pretrained=True)
+        with _hub_offline_if_unreachable():
+            model = timm.create_model(name, pretrained=True)
     except Exception as e:
         if isinstance(e, (RuntimeError, ValueError)) and "nknown" in str(e):
             raise ValueError(f"timm does not know {name!r}: {e}") from e

@@ -37,6 +37,20 @@ def npz_to_state_dict(arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, torch
         raise KeyError("no 'embedding/kernel' (nor with an 'opt/target/' or 'params/' prefix): "
                        "not a Google ViT checkpoint")
     w = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+    # Two layouts: vision_transformer (posembed_input, MHA_1, MlpBlock_3, LayerNorm_2) and big_vision
+    # ('params/', pos_embedding at the root, MHA_0, MlpBlock_0, LayerNorm_1, blocks optionally stacked).
+    scanned = "Transformer/encoderblock/LayerNorm_0/scale" in w
+    big_vision = prefix == "params/" or "pos_embedding" in w or scanned
+    mha, mlp, ln2 = ("MultiHeadDotProductAttention_0", "MlpBlock_0", "LayerNorm_1") if big_vision else (
+        "MultiHeadDotProductAttention_1", "MlpBlock_3", "LayerNorm_2")
+    if scanned:
+        depth = w["Transformer/encoderblock/LayerNorm_0/scale"].shape[0]
+    else:
+        depth = 1 + max(int(m.group(1)) for k in w if (m := re.match(r"Transformer/encoderblock_(\d+)/", k)))
+
+    def blk(i: int, name: str) -> np.ndarray:
+        return w[f"Transformer/encoderblock/{name}"][i] if scanned else w[f"Transformer/encoderblock_{i}/{name}"]
+
     sd: dict[str, torch.Tensor] = {}
 
     def copy(dst: str, src: str) -> None:
@@ -46,25 +60,25 @@ def npz_to_state_dict(arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, torch
     copy("patch_embed.proj.bias", "embedding/bias")
     if "cls" in w:
         sd["cls_token"] = torch.from_numpy(np.asarray(w["cls"], dtype=np.float32))
-    sd["pos_embed"] = torch.from_numpy(np.asarray(w["Transformer/posembed_input/pos_embedding"], dtype=np.float32))
+    pos = w["pos_embedding" if "pos_embedding" in w else "Transformer/posembed_input/pos_embedding"]
+    sd["pos_embed"] = torch.from_numpy(np.asarray(pos, dtype=np.float32))
 
-    depth = 1 + max(int(m.group(1)) for k in w if (m := re.match(r"Transformer/encoderblock_(\d+)/", k)))
     for i in range(depth):
-        src, dst = f"Transformer/encoderblock_{i}/", f"blocks.{i}."
-        att = src + "MultiHeadDotProductAttention_1/"
-        for n_src, n_dst in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
-            copy(f"{dst}{n_dst}.weight", f"{src}{n_src}/scale")
-            copy(f"{dst}{n_dst}.bias", f"{src}{n_src}/bias")
+        dst = f"blocks.{i}."
+        for n_src, n_dst in (("LayerNorm_0", "norm1"), (ln2, "norm2")):
+            sd[f"{dst}{n_dst}.weight"] = _t(blk(i, f"{n_src}/scale"))
+            sd[f"{dst}{n_dst}.bias"] = _t(blk(i, f"{n_src}/bias"))
         # query/key/value kernels are D x heads x head_dim; timm fuses them into one (3D) x D matrix.
-        sd[f"{dst}attn.qkv.weight"] = torch.cat(
-            [_t(w[f"{att}{n}/kernel"].reshape(w[f"{att}{n}/kernel"].shape[0], -1)) for n in ("query", "key", "value")])
-        sd[f"{dst}attn.qkv.bias"] = torch.cat([_t(w[f"{att}{n}/bias"].reshape(-1)) for n in ("query", "key", "value")])
-        out = w[f"{att}out/kernel"]  # heads x head_dim x D
+        qkv = [blk(i, f"{mha}/{n}/kernel") for n in ("query", "key", "value")]
+        sd[f"{dst}attn.qkv.weight"] = torch.cat([_t(k.reshape(k.shape[0], -1)) for k in qkv])
+        sd[f"{dst}attn.qkv.bias"] = torch.cat([_t(blk(i, f"{mha}/{n}/bias").reshape(-1))
+                                                for n in ("query", "key", "value")])
+        out = blk(i, f"{mha}/out/kernel")  # heads x head_dim x D
         sd[f"{dst}attn.proj.weight"] = _t(out.reshape(-1, out.shape[-1]))
-        copy(f"{dst}attn.proj.bias", f"{att}out/bias")
+        sd[f"{dst}attn.proj.bias"] = _t(blk(i, f"{mha}/out/bias"))
         for j in (0, 1):
-            copy(f"{dst}mlp.fc{j + 1}.weight", f"{src}MlpBlock_3/Dense_{j}/kernel")
-            copy(f"{dst}mlp.fc{j + 1}.bias", f"{src}MlpBlock_3/Dense_{j}/bias")
+            sd[f"{dst}mlp.fc{j + 1}.weight"] = _t(blk(i, f"{mlp}/Dense_{j}/kernel"))
+            sd[f"{dst}mlp.fc{j + 1}.bias"] = _t(blk(i, f"{mlp}/Dense_{j}/bias"))
     copy("norm.weight", "Transformer/encoder_norm/scale")
     copy("norm.bias", "Transformer/encoder_norm/bias")
     if "pre_logits/kernel" in w:
@@ -98,11 +112,11 @@ def npz_to_state_dict(arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, torch
                     copy(f"{dst}downsample.norm.bias", f"{src}gn_proj/bias")
 
     kernel = w["embedding/kernel"]  # P x P x C x D
-    q = w["Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"]
+    q = blk(0, f"{mha}/query/kernel")
     config = dict(
         patch_size=int(kernel.shape[0]), in_chans=int(w["conv_root/kernel"].shape[2] if backbone_layers else kernel.shape[2]),
         embed_dim=int(kernel.shape[-1]), depth=depth, num_heads=int(q.shape[1]),
-        mlp_dim=int(w["Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"].shape[1]),
+        mlp_dim=int(blk(0, f"{mlp}/Dense_0/kernel").shape[1]),
         num_classes=int(sd["head.bias"].shape[0]) if "head.bias" in sd else 0,
         representation_size=int(sd["pre_logits.fc.bias"].shape[0]) if "pre_logits.fc.bias" in sd else None,
         pool="token" if "cls" in w else "gap", backbone_layers=backbone_layers)

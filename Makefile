@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make app` and `make test` (both create .venv and install first).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.vitlens-installed
+APT_PACKAGES := dataset-fashion-mnist chromium fonts-dejavu-core
+
+.PHONY: venv system-deps test app bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian packages the tests use: Fashion-MNIST's IDX files, Chromium for the browser tests and PNG export.
+system-deps:
+	@if [ -d /usr/share/datasets/fashion-mnist ] && [ -x /usr/bin/chromium ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES); \
+	else \
+	  echo "apt-get not found: install Fashion-MNIST (or set VITLENS_DATA) and Chromium yourself; see README"; \
+	fi
+
+test: venv system-deps
+	$(PY) -m pytest
+
+app: venv
+	$(VENV)/bin/vitlens app
+
+bench: venv
+	@for script in analyses/benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
