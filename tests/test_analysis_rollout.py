@@ -1,0 +1,101 @@
+"""Rollout, gradient rollout and head maps against loops written from the papers' definitions."""
+import numpy as np
+import pytest
+import torch
+from conftest import perturb_
+
+import vitlens
+from vitlens.analysis import attention_rollout, cls_map, gradient_rollout, head_maps
+
+
+def random_attention(L=3, B=2, H=4, N=10):
+    return [torch.softmax(torch.randn(B, H, N, N) * 2, dim=-1) for _ in range(L)]
+
+
+def paper_rollout(attentions, b, fuse=np.mean):
+    """Abnar & Zuidema for one image: A_hat = (fuse_h A + I) / rowsum; J_l = A_hat_l J_{l-1}."""
+    n = attentions[0].shape[-1]
+    joint = np.eye(n)
+    for a in attentions:
+        a = fuse(a[b].double().numpy(), axis=0) + np.eye(n)
+        a = a / a.sum(axis=1)[:, None]
+        joint = a @ joint
+    return joint
+
+
+@pytest.mark.parametrize("fusion,fuse", [("mean", np.mean), ("max", np.max), ("min", np.min)])
+def test_rollout_equals_per_sample_loop(fusion, fuse):
+    attn = random_attention()
+    got = attention_rollout(attn, head_fusion=fusion).double()
+    for b in range(2):
+        np.testing.assert_allclose(got[b].numpy(), paper_rollout(attn, b, fuse), atol=1e-6)
+    torch.testing.assert_close(got.sum(-1), torch.ones(2, 10, dtype=got.dtype), atol=1e-6, rtol=0)
+
+
+def test_start_layer_skips_layers():
+    attn = random_attention()
+    got = attention_rollout(attn, start_layer=1).double()
+    np.testing.assert_allclose(got[0].numpy(), paper_rollout(attn[1:], 0), atol=1e-6)
+
+
+def test_identity_attention_gives_identity_and_uniform_maps():
+    n, grid = 1 + 9, (3, 3)
+    identity = [torch.eye(n).expand(1, 2, n, n)]
+    joint = attention_rollout(identity)
+    torch.testing.assert_close(joint[0], torch.eye(n))
+    m = cls_map(joint, grid)
+    assert torch.all(m == m.flatten()[0])
+    uniform = [torch.full((1, 2, n, n), 1.0 / n)]  # (1/n + I) / 2: every patch gets 1/(2n) from the class row
+    torch.testing.assert_close(cls_map(attention_rollout(uniform), grid), torch.full((1, 3, 3), 0.5 / n))
+
+
+def test_discard_ratio_keeps_class_entries_and_stays_row_stochastic():
+    attn = random_attention(L=1, B=1, N=10)
+    got = attention_rollout(attn, discard_ratio=0.5)
+    fused = attn[0].mean(1)[0]
+    patch = fused[1:, 1:]
+    kept = patch > patch.flatten().kthvalue(int(0.5 * 81)).values  # 40 lowest patch-patch entries dropped
+    want = torch.zeros_like(fused)
+    want[0], want[:, 0] = fused[0], fused[:, 0]
+    want[1:, 1:] = patch * kept
+    want = want + torch.eye(10)
+    torch.testing.assert_close(got[0], want / want.sum(1, keepdim=True))
+
+
+def test_cls_map_gap_is_mean_over_rows():
+    x = torch.rand(2, 4, 4)
+    torch.testing.assert_close(cls_map(x, (2, 2), num_prefix_tokens=0), x.mean(1).reshape(2, 2, 2))
+
+
+def test_gradient_rollout_equals_chefer_loop():
+    model = perturb_(vitlens.create_model("vit_ti16", img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=4,
+                                          mlp_dim=64, num_classes=5), std=0.2).eval()
+    x = torch.randn(2, 3, 32, 32)
+    got = gradient_rollout(model, x, target=[1, 3])
+    for b, t in enumerate([1, 3]):  # one image, one backward, the generic rule written out
+        with vitlens.capture(model, grad=True) as rec:
+            model(x[b:b + 1])[0, t].backward()
+        r = torch.eye(17)
+        for a, g in zip(rec.attentions, rec.attention_grads):
+            r = r + (g[0] * a[0].detach()).clamp(min=0).mean(0) @ r
+        torch.testing.assert_close(got[b], r, atol=1e-6, rtol=1e-4)
+    assert cls_map(got, model.grid_size).shape == (2, 4, 4)
+    model.zero_grad()
+    default = gradient_rollout(model, x)  # the predicted class
+    torch.testing.assert_close(default, gradient_rollout(model, x, target=model(x).argmax(-1)))
+
+
+def test_head_maps_and_threshold():
+    attn = random_attention(L=2, B=2, H=3, N=17)
+    maps = head_maps(attn)
+    torch.testing.assert_close(maps, attn[-1][:, :, 0, 1:].reshape(2, 3, 4, 4))
+    kept = head_maps(attn, layer=0, threshold=0.6)
+    full = attn[0][:, :, 0, 1:]
+    for b in range(2):
+        for h in range(3):
+            k = kept[b, h].flatten()
+            total = full[b, h].sum()
+            assert k.sum() >= 0.6 * total  # holds the fraction
+            smallest_kept = k[k > 0].min()
+            assert k.sum() - smallest_kept < 0.6 * total  # and is the smallest such set
+            assert k[k > 0].min() >= full[b, h][k == 0].max()  # made of the largest entries

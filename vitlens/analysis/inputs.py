@@ -1,0 +1,78 @@
+"""Images into a model's input space: channels, size and normalisation from its ``data_config``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# The real photos the paper-style figures use when no image is given (scikit-image's bundled samples).
+SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """Read an image file as a C x H x W float tensor in [0, 1] (RGB, or 1 channel for grayscale files).
+
+    Args:
+        path: any format PIL reads; EXIF orientation is applied, palette/CMYK/16-bit are converted.
+    """
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        im = im.convert("L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB")
+        arr = np.asarray(im, dtype=np.float32) / 255.0
+    return torch.from_numpy(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy())
+
+
+def sample_photo(name: str) -> torch.Tensor:
+    """One of scikit-image's sample photos (``astronaut``, ``chelsea``, ``coffee``, ``rocket``) as 3 x H x W."""
+    import skimage.data
+
+    if name not in SAMPLE_PHOTOS:
+        raise ValueError(f"unknown sample photo {name!r}; choose from {', '.join(SAMPLE_PHOTOS)}")
+    arr = getattr(skimage.data, name)().astype(np.float32) / 255.0
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+
+
+def prepare(images: torch.Tensor, data_config: Mapping[str, Any]) -> torch.Tensor:
+    """Images in [0, 1] (B x C x H x W or C x H x W) to a model's input: its channels, size, mean and std.
+
+    Grayscale goes to RGB by repetition and RGB to grayscale by the ITU-R 601 luma weights, so the bundled
+    Fashion-MNIST models (1 x 28 x 28) accept photos and timm models (3 x 224 x 224) accept Fashion-MNIST.
+    The image is resized whole (no crop), bilinear with antialiasing.
+
+    Args:
+        images: float tensor in [0, 1].
+        data_config: ``model.data_config`` (``input_size``, ``mean``, ``std``).
+    """
+    x = images[None] if images.ndim == 3 else images
+    channels, height, width = data_config["input_size"]
+    if x.shape[1] != channels:
+        if channels == 1 and x.shape[1] == 3:
+            x = (x * torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        elif channels == 3 and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        else:
+            raise ValueError(f"cannot convert {x.shape[1]}-channel images to the model's {channels} channels")
+    if tuple(x.shape[-2:]) != (height, width):
+        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(data_config["mean"], dtype=x.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(data_config["std"], dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def batches(data: torch.Tensor | Iterable, batch_size: int) -> Iterator[torch.Tensor]:
+    """Image batches from a tensor (split along dim 0) or from a loader yielding tensors or (images, labels).
+
+    Args:
+        data: N x C x H x W tensor, or an iterable of batches.
+        batch_size: batch size when ``data`` is a tensor.
+    """
+    if isinstance(data, torch.Tensor):
+        yield from data.split(batch_size)
+        return
+    for item in data:
+        yield item[0] if isinstance(item, (tuple, list)) else item

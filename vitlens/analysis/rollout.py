@@ -1,0 +1,123 @@
+"""Attention rollout (Abnar & Zuidema 2020; paper Fig. 6, App. D.8) and its gradient-weighted variant
+(Chefer, Gur & Wolf 2021, generic rule), batched over images."""
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+
+from ..capture import capture
+from ..models.vit import VisionTransformer
+
+HeadFusion = Literal["mean", "max", "min"]
+
+
+def fuse_heads(attention: torch.Tensor, head_fusion: HeadFusion = "mean") -> torch.Tensor:
+    """B x H x N x N to B x N x N by the mean, max or min over heads.
+
+    Args:
+        attention: post-softmax attention of one layer.
+        head_fusion: ``"mean"`` (the paper's and Abnar & Zuidema's choice), ``"max"`` or ``"min"``.
+    """
+    if head_fusion == "mean":
+        return attention.mean(dim=1)
+    if head_fusion == "max":
+        return attention.amax(dim=1)
+    if head_fusion == "min":
+        return attention.amin(dim=1)
+    raise ValueError(f"head_fusion must be 'mean', 'max' or 'min', got {head_fusion!r}")
+
+
+def _discard_lowest(a: torch.Tensor, ratio: float, num_prefix_tokens: int) -> torch.Tensor:
+    """Zero the lowest ``ratio`` of each B x N x N matrix, never the entries of prefix (class) tokens."""
+    n = a.shape[-1]
+    protected = torch.zeros(n, n, dtype=torch.bool, device=a.device)
+    protected[:num_prefix_tokens, :] = protected[:, :num_prefix_tokens] = True
+    flat = a.masked_fill(protected, float("inf")).flatten(1)
+    k = int(ratio * (~protected).sum())
+    drop = flat.topk(k, dim=1, largest=False).indices
+    return a.flatten(1).scatter(1, drop, 0.0).view_as(a)
+
+
+def attention_rollout(attentions: Sequence[torch.Tensor], *, head_fusion: HeadFusion = "mean",
+                      discard_ratio: float = 0.0, start_layer: int = 0, num_prefix_tokens: int = 1) -> torch.Tensor:
+    """Joint attention J_L = A_hat_L ... A_hat_1 with A_hat_l = (A_l + I) / rowsum(A_l + I).
+
+    The identity stands for the residual connection; each row is re-normalised so that J_l stays a
+    row-stochastic matrix (how much token i draws from input token j through all layers so far).
+
+    Args:
+        attentions: per layer, B x H x N x N post-softmax attention, in depth order (``recorder.attentions``).
+        head_fusion: how heads become one matrix per layer (see :func:`fuse_heads`).
+        discard_ratio: zero this fraction of the lowest fused entries per layer before adding the identity
+            (Gildenblat's vit-explain option; 0 is the paper's rollout). Class-token entries are kept.
+        start_layer: begin the product at this layer (earlier layers are treated as identity).
+        num_prefix_tokens: leading non-patch tokens (1 with a class token, 0 for ``pool="gap"``).
+
+    Returns:
+        B x N x N joint attention; rows sum to 1.
+    """
+    if not 0.0 <= discard_ratio < 1.0:
+        raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
+    layers = list(attentions)[start_layer:]
+    if not layers:
+        raise ValueError(f"no attention layers from start_layer={start_layer} on ({len(attentions)} given)")
+    B, _, N, _ = layers[0].shape
+    eye = torch.eye(N, dtype=layers[0].dtype, device=layers[0].device)
+    joint = eye.expand(B, N, N)
+    for attention in layers:
+        a = fuse_heads(attention, head_fusion)
+        if discard_ratio > 0:
+            a = _discard_lowest(a, discard_ratio, num_prefix_tokens)
+        a = a + eye
+        a = a / a.sum(dim=-1, keepdim=True)  # rows, not columns: keepdim keeps the row sums aligned
+        joint = a @ joint
+    return joint
+
+
+def cls_map(x: torch.Tensor, grid: Sequence[int], num_prefix_tokens: int = 1) -> torch.Tensor:
+    """The image map of a B x N x N token-to-token matrix (rollout or relevance): B x gh x gw.
+
+    With a class token it is the class row without the prefix columns. A ``pool="gap"`` model has no class
+    token; its prediction reads the mean of all tokens, so the map is the mean over all rows.
+
+    Args:
+        x: B x N x N, N = num_prefix_tokens + gh * gw.
+        grid: (gh, gw) patch grid (``model.grid_size``).
+        num_prefix_tokens: 1 with a class token, 0 for ``pool="gap"``.
+    """
+    gh, gw = grid
+    if x.shape[-1] != num_prefix_tokens + gh * gw:
+        raise ValueError(f"{x.shape[-1]} tokens do not match grid {tuple(grid)} with {num_prefix_tokens} prefix")
+    row = x[:, 0] if num_prefix_tokens else x.mean(dim=1)
+    return row[:, num_prefix_tokens:].reshape(-1, gh, gw)
+
+
+def gradient_rollout(model: VisionTransformer, images: torch.Tensor,
+                     target: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+    """Chefer et al. (2021) generic relevance: R = I; per block R <- R + mean_h((dy_t/dA * A)^+) R.
+
+    Each layer's gradient is paired with that same layer's attention (``recorder.attentions[l]`` and the
+    gradient with respect to it), the bug this function exists to avoid.
+
+    Args:
+        model: a vitlens ViT (eval mode for deterministic maps).
+        images: B x C x H x W in the model's input space.
+        target: class index per image (or one for all); the predicted class when None.
+
+    Returns:
+        B x N x N relevance; the map is ``cls_map(R, model.grid_size, model.num_prefix_tokens)``.
+    """
+    with torch.enable_grad(), capture(model, grad=True) as rec:
+        logits = model(images.detach().requires_grad_(True))
+        if target is None:
+            target = logits.argmax(dim=-1)
+        target = torch.as_tensor(target, device=logits.device).expand(logits.shape[0])
+        score = logits.gather(1, target[:, None]).sum()  # images are independent: one backward for the batch
+        grads = torch.autograd.grad(score, rec.attentions)
+    B, _, N, _ = rec.attentions[0].shape
+    relevance = torch.eye(N, device=images.device).expand(B, N, N)
+    for attention, grad in zip(rec.attentions, grads):
+        a_bar = (grad * attention.detach()).clamp(min=0).mean(dim=1)
+        relevance = relevance + a_bar @ relevance
+    return relevance
