@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--model", default=None, help="model to open first")
     p.set_defaults(func=_app)
+
+    from .train.commands import register; register(sub)  # pretrain, finetune, eval
     return parser
 
 

@@ -1,0 +1,82 @@
+"""``vitlens pretrain``, ``vitlens finetune`` and ``vitlens eval``."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from .config import apply_overrides, list_configs, load_config
+
+# Shortcut flags and the config keys they set.
+_FLAGS = {"data_dir": "data.data_dir", "epochs": "train.epochs", "steps": "train.steps",
+          "batch_size": "train.batch_size", "lr": "optim.lr", "img_size": "model.img_size",
+          "source": "model.source", "compile": "train.compile", "amp": "train.amp"}
+
+
+def _add_train_args(p: argparse.ArgumentParser, default_config: str) -> None:
+    p.add_argument("--config", default=default_config,
+                   help=f"packaged config ({', '.join(list_configs())}) or a YAML file (default {default_config})")
+    p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<name>-<time>)")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                   help="continue RUN_DIR from its newest checkpoint, with its saved config (overrides still apply)")
+    p.add_argument("--data-dir", default=None, help="dataset folder (Fashion-MNIST: also $VITLENS_DATA)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="total optimizer steps (instead of epochs)")
+    p.add_argument("--batch-size", type=int, default=None, help="global batch (all processes, all accumulation)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--amp", action="store_true", default=None, help="bf16 autocast (default on CUDA only)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides, e.g. optim.weight_decay=0.1 augment.mixup=0.8 train.ema_decay=0.9999")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .loop import train
+
+    flags = [f"{key}={json.dumps(getattr(args, name))}" for name, key in _FLAGS.items()
+             if getattr(args, name, None) is not None]
+    if args.resume is not None:
+        cfg = load_config(args.resume / "config.yaml", flags + args.overrides)
+        train(cfg, args.resume, resume=True)
+    else:
+        cfg = load_config(args.config, flags + args.overrides)
+        train(cfg, args.out)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from ..models.loading import load_model
+    from .loop import Dist, build_eval_loader, evaluate, setup_distributed
+
+    d: Dist = setup_distributed()
+    model = load_model(args.model).to(d.device)
+    data_cfg: dict[str, Any] = dict(dataset=args.dataset, data_dir=args.data_dir, eval_subset=args.subset)
+    result = evaluate(model, build_eval_loader(model, data_cfg, d, args.batch_size, args.split), d)
+    if d.main:
+        print(f"{args.model} on {args.dataset} {args.split}: accuracy {100 * result['acc']:.2f}% "
+              f"(loss {result['loss']:.4f}, {result['count']} images)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the training commands to the ``vitlens`` parser."""
+    p = sub.add_parser("pretrain", help="train a ViT or CNN from scratch (paper recipe: AdamW, warm-up, decay)")
+    _add_train_args(p, "fashion_vit")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("finetune", help="fine-tune any load_model source (zero head, SGD, optional higher res)")
+    _add_train_args(p, "fashion_vit_ft")
+    p.add_argument("--from", dest="source", default=None,
+                   help="the model to start from: demo:<name>, timm:<name>, a checkpoint or a run directory")
+    p.add_argument("--img-size", type=int, default=None, help="fine-tuning resolution (position embeddings interpolated)")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("eval", help="top-1 accuracy of a model on a dataset split")
+    p.add_argument("model", help="demo:<name>, timm:<name>, a checkpoint or a run directory")
+    p.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist, cifar10, cifar100, folder, timm:<name>")
+    p.add_argument("--split", default="test")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--subset", type=int, default=None, help="only the first N images")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.set_defaults(func=_eval)

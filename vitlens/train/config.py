@@ -1,0 +1,51 @@
+"""Run configuration: a packaged or user YAML file, then ``section.key=value`` overrides."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def list_configs() -> list[str]:
+    """Names of the YAML configs packaged in ``vitlens/configs``."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Read a config and apply overrides.
+
+    Args:
+        name_or_path: a packaged config name (see :func:`list_configs`) or a YAML file path.
+        overrides: ``"section.key=value"`` strings; values are parsed as YAML (``optim.lr=3e-4``,
+            ``augment.hflip=false``, ``model.img_size=[32,32]``).
+    """
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise FileNotFoundError(f"no config {name_or_path!r}: not a file, and not one of the packaged "
+                                    f"configs ({', '.join(list_configs())})")
+    with open(path) as f:
+        config = yaml.safe_load(f) or {}
+    return apply_overrides(config, overrides)
+
+
+def apply_overrides(config: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """A copy of ``config`` with ``"a.b=value"`` overrides applied (values parsed as YAML)."""
+    config = copy.deepcopy(config)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not of the form section.key=value")
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {part!r} is not a section")
+        node[leaf] = yaml.safe_load(value)
+    return config
