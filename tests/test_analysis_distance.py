@@ -1,0 +1,85 @@
+"""Mean attention distance against closed forms, and the streaming version against one big batch."""
+import itertools
+import math
+
+import pytest
+import torch
+from conftest import perturb_
+
+import vitlens
+from vitlens.analysis import attention_distance, mean_attention_distance, prepare
+
+
+def grid_coords(g):
+    return [(r, c) for r in range(g) for c in range(g)]
+
+
+def with_cls(patch_attention, cls_mass=0.0):
+    """Prepend a class token; each patch row sends ``cls_mass`` to it, the class row is uniform."""
+    B, H, n, _ = patch_attention.shape
+    a = torch.zeros(B, H, n + 1, n + 1, dtype=torch.float64)
+    a[..., 1:, 1:] = patch_attention * (1 - cls_mass)
+    a[..., 1:, 0] = cls_mass
+    a[..., 0, :] = 1.0 / (n + 1)
+    return a
+
+
+def uniform_mean_pairwise_distance(g):
+    """E||u - v|| for u, v independent and uniform on a g x g grid: offsets (dx, dy) occur (g-|dx|)(g-|dy|) times."""
+    r = range(-(g - 1), g)
+    return sum((g - abs(dx)) * (g - abs(dy)) * math.hypot(dx, dy) for dx in r for dy in r) / g ** 4
+
+
+def test_self_attention_gives_zero():
+    g = 4
+    a = with_cls(torch.eye(g * g, dtype=torch.float64).expand(2, 3, -1, -1))
+    assert torch.all(mean_attention_distance([a, a], (g, g), 16) == 0)
+
+
+def test_fixed_neighbour_gives_patch_size():
+    g, P = 5, 16
+    target = torch.zeros(g * g, g * g, dtype=torch.float64)
+    for i, (r, c) in enumerate(grid_coords(g)):  # the right neighbour, the left one in the last column
+        target[i, r * g + (c + 1 if c + 1 < g else c - 1)] = 1
+    d = mean_attention_distance([with_cls(target.expand(1, 2, -1, -1))], (g, g), P)
+    torch.testing.assert_close(d, torch.full((1, 1, 2), float(P), dtype=torch.float64))
+
+
+@pytest.mark.parametrize("g", [2, 3, 7])
+def test_uniform_attention_gives_mean_pairwise_distance(g):
+    P = 14
+    a = with_cls(torch.full((1, 1, g * g, g * g), 1.0 / (g * g), dtype=torch.float64))
+    want = uniform_mean_pairwise_distance(g) * P
+    if g == 2:  # by hand: 4 pairs at 0, 8 at 1, 4 at sqrt(2) among 16 ordered pairs
+        assert want == pytest.approx((0.5 + math.sqrt(2) / 4) * P)
+    assert mean_attention_distance([a], (g, g), P).item() == pytest.approx(want, rel=1e-12)
+
+
+def test_class_token_options():
+    g, P = 3, 10
+    target = torch.zeros(g * g, g * g, dtype=torch.float64)
+    for i, (r, c) in enumerate(grid_coords(g)):
+        target[i, r * g + (c + 1 if c + 1 < g else c - 1)] = 1
+    a = [with_cls(target.expand(1, 1, -1, -1), cls_mass=0.5)]
+    kw = dict(grid=(g, g), patch_size=P)
+    assert mean_attention_distance(a, **kw).item() == pytest.approx(P)  # renormalised over the patches
+    assert mean_attention_distance(a, **kw, renormalize=False).item() == pytest.approx(P / 2)
+    # class token as a query (row adds 0) and a key at distance 0: mean over 1 + g*g queries
+    assert mean_attention_distance(a, **kw, include_cls=True).item() == pytest.approx(g * g * P / 2 / (g * g + 1))
+    assert mean_attention_distance([a[0][..., 1:, 1:]], **kw, num_prefix_tokens=0, renormalize=False).item() == pytest.approx(P / 2)
+
+
+def test_streaming_equals_one_batch_and_any_batch_size():
+    model = perturb_(vitlens.create_model("vit_ti16", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4,
+                                          mlp_dim=64, num_classes=3), std=0.3).eval()
+    images = torch.rand(10, 3, 32, 32)
+    with torch.no_grad(), vitlens.capture(model) as rec:
+        model(prepare(images, model.data_config))
+    per_image = mean_attention_distance(rec.attentions, model.grid_size, model.patch_size)
+    for bs in (3, 10):
+        got = attention_distance(model, images, batch_size=bs, progress=False)
+        assert got["count"] == 10
+        torch.testing.assert_close(got["mean"], per_image.mean(0))
+        torch.testing.assert_close(got["std"], per_image.std(0, unbiased=False))
+    loader = [(x, torch.zeros(len(x))) for x in images.split(4)]
+    torch.testing.assert_close(attention_distance(model, loader, progress=False)["mean"], per_image.mean(0))
