@@ -4,8 +4,10 @@ Per-image functions take images already in the model's input space; dataset-wide
 (``attention_distance``, ``layer_similarity``, ``linear_probe``) take images in [0, 1] and prepare them with
 each model's ``data_config``.
 """
+from .attribution import grad_cam, integrated_gradients
 from .cka import layer_similarity, linear_cka, minibatch_cka, unbiased_hsic
 from .distance import attention_distance, mean_attention_distance, patch_distances
+from .faithfulness import perturbation_curve
 from .features import dataset_features, layer_features, layer_names
 from .filters import patch_embedding_components
 from .heads import head_maps
@@ -19,3 +21,4 @@ __all__ = ["PAPER_SHOTS", "SAMPLE_PHOTOS", "attention_distance", "attention_roll
            "layer_names", "layer_similarity", "linear_cka", "linear_probe", "load_image", "logistic_probe",
            "mean_attention_distance", "minibatch_cka", "patch_distances", "patch_embedding_components",
            "position_embedding_similarity", "prepare", "sample_photo", "unbiased_hsic"]
+__all__ += ["grad_cam", "integrated_gradients", "perturbation_curve"]  # attribution and faithfulness (app issue)

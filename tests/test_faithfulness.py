@@ -1,0 +1,65 @@
+"""Deletion / insertion curves against closed forms on a linear 'model'."""
+import numpy as np
+import torch
+from torch import nn
+
+from vitlens.analysis.faithfulness import perturbation_curve
+
+N = 10  # 10 x 10 single-channel image: 100 pixels
+
+
+class PixelSum(nn.Module):
+    """One logit: sum_i w_i x_i (and a constant 0 logit, so the softmax is a sigmoid of the sum)."""
+
+    def __init__(self, w: torch.Tensor):
+        super().__init__()
+        self.w = w
+
+    def forward(self, x):
+        s = (x * self.w).flatten(1).sum(1)
+        return torch.stack([s, torch.zeros_like(s)], dim=1)
+
+
+def test_deletion_of_ranked_pixels_matches_closed_form():
+    # w_p = p, x = 1: deleting the top n of the 100 pixels leaves sum_{p < 100 - n} p = (100 - n)(99 - n) / 2
+    w = torch.arange(N * N, dtype=torch.float64).view(1, 1, N, N)
+    model, x = PixelSum(w), torch.ones(1, 1, N, N, dtype=torch.float64)
+    out = perturbation_curve(model, x, w[0, 0], 0, mode="deletion", steps=10, output="logit")
+    n = np.arange(0, 101, 10)
+    expected = (100 - n) * (99 - n) / 2
+    np.testing.assert_allclose(out["fractions"], n / 100)
+    np.testing.assert_allclose(out["scores"], expected)
+    np.testing.assert_allclose(out["auc"], np.sum((expected[1:] + expected[:-1]) / 2 * 0.1))
+    # the reversed ranking deletes the smallest first: a larger (worse) deletion AUC
+    worse = perturbation_curve(model, x, -w[0, 0], 0, mode="deletion", steps=10, output="logit")
+    np.testing.assert_allclose(worse["scores"], 4950 - n * (n - 1) / 2)
+    assert worse["auc"] > out["auc"]
+
+
+def test_insertion_into_zero_baseline_and_probability_output():
+    # insertion with a zero baseline: after the top n pixels, sum_{p >= 100 - n} p
+    w = torch.arange(N * N, dtype=torch.float64).view(1, 1, N, N) / 1000
+    model, x = PixelSum(w), torch.ones(1, 1, N, N, dtype=torch.float64)
+    n = np.arange(0, 101, 20)
+    logit = (4950 - (100 - n) * (99 - n) / 2) / 1000
+    out = perturbation_curve(model, x, w[0, 0], 0, mode="insertion", steps=5, baseline=torch.zeros_like(x))
+    np.testing.assert_allclose(out["scores"], 1 / (1 + np.exp(-logit)))  # softmax of (s, 0) is sigmoid(s)
+
+
+def test_uniform_image_gives_linear_ramp_auc_one_half():
+    # every pixel worth 1/100: deleting a fraction t leaves 1 - t whatever the ranking; AUC of the ramp = 1/2
+    model = PixelSum(torch.full((1, 1, N, N), 0.01, dtype=torch.float64))
+    x = torch.ones(1, 1, N, N, dtype=torch.float64)
+    out = perturbation_curve(model, x, torch.rand(3, 3, dtype=torch.float64), 0, steps=4, output="logit")
+    np.testing.assert_allclose(out["scores"], 1 - out["fractions"])
+    np.testing.assert_allclose(out["auc"], 0.5)
+
+
+def test_coarse_map_is_upsampled_and_batches_do_not_change_the_curve():
+    w = torch.randn(1, 3, 12, 12, dtype=torch.float64)
+    model, x = PixelSum(w), torch.randn(1, 3, 12, 12, dtype=torch.float64)
+    sal = torch.rand(3, 3, dtype=torch.float64)
+    a = perturbation_curve(model, x, sal, 0, steps=12, batch_size=2)
+    b = perturbation_curve(model, x, sal, 0, steps=12, batch_size=64)
+    np.testing.assert_allclose(a["scores"], b["scores"])
+    assert a["scores"].shape == (13,)
