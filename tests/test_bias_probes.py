@@ -1,0 +1,156 @@
+"""Inductive-bias probes against closed forms: receptive-field arithmetic, exact equivariance by construction,
+identity perturbations."""
+import pytest
+import torch
+from conftest import perturb_
+from torch import nn
+
+import vitlens
+from vitlens.bias import (drop_patches, effective_receptive_field, erf_probe, mass_radius, occlusion_probe,
+                          shuffle_patches, translation_probe)
+
+
+def ones_conv(k: int, stride: int = 1, channels: int = 2, padding_mode: str = "zeros") -> nn.Conv2d:
+    conv = nn.Conv2d(channels, channels, k, stride, k // 2, bias=False, padding_mode=padding_mode)
+    nn.init.ones_(conv.weight)
+    return conv
+
+
+def support(erf: torch.Tensor) -> tuple[int, int]:
+    rows, cols = torch.nonzero(erf > 0, as_tuple=True)
+    return int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+
+
+def theoretical_rf(kernels, strides):
+    """r_l = r_{l-1} + (k_l - 1) j_{l-1}, j_l = j_{l-1} s_l (the textbook receptive-field recursion)."""
+    r, j, out = 1, 1, []
+    for k, s in zip(kernels, strides):
+        r, j = r + (k - 1) * j, j * s
+        out.append(r)
+    return out
+
+
+def test_erf_support_equals_theoretical_receptive_field():
+    kernels, strides = (3, 3, 5), (1, 2, 1)
+    # Positive kernels and ReLUs on positive inputs: no gradient cancels, so the support is the whole field.
+    model = nn.Sequential(ones_conv(3), nn.ReLU(), ones_conv(3, 2), nn.ReLU(), ones_conv(5))
+    images = torch.rand(3, 2, 32, 32) + 0.1
+    erfs, _ = effective_receptive_field(model, images, layers=["0", "2", "4"])
+    assert [support(e) for e in erfs.values()] == [(r, r) for r in theoretical_rf(kernels, strides)] \
+        == [(3, 3), (5, 5), (13, 13)]
+
+
+def test_erf_of_two_box_filters_is_their_convolution():
+    # Two 3x3 all-ones convs, one input channel: d y_centre / d x = t t^T with t = [1, 2, 3, 2, 1] (box * box).
+    model = nn.Sequential(ones_conv(3, channels=1), ones_conv(3, channels=1))
+    erfs, centres = effective_receptive_field(model, torch.randn(2, 1, 15, 15), layers=["1"])
+    t = torch.tensor([1.0, 2, 3, 2, 1], dtype=torch.float64)
+    expected = torch.zeros(15, 15, dtype=torch.float64)
+    expected[5:10, 5:10] = torch.outer(t, t)
+    torch.testing.assert_close(erfs["1"], expected)
+    assert centres["1"] == (7.0, 7.0)
+
+
+def test_mass_radius_closed_form():
+    erf = torch.zeros(11, 11)
+    erf[5, 5] = 6.0           # 60 % of the mass at the centre
+    erf[5, 8] = 3.0           # 30 % at distance 3
+    erf[9, 8] = 1.0           # 10 % at distance 5
+    assert mass_radius(erf, (5, 5), (0.5, 0.6, 0.9, 1.0)) == [0.0, 0.0, 3.0, 5.0]
+
+
+def test_erf_probe_on_vit_reports_every_block():
+    model = perturb_(vitlens.VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=3, embed_dim=16,
+                                               depth=2, num_heads=2, mlp_dim=32)).eval()
+    out = erf_probe(model, torch.randn(4, 1, 16, 16))
+    assert out["layers"] == ["block0", "block1"]
+    assert out["centre"]["block0"] == [9.5, 9.5]  # token (2, 2) covers pixels 8..11
+    for r50, r90 in zip(out["radius"]["0.5"], out["radius"]["0.9"]):
+        assert 0 < r50 <= r90
+
+
+class CircularConvNet(nn.Module):
+    """Exactly translation-invariant by construction: stride-1 circular convs, then global average pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1, padding_mode="circular")
+        self.conv2 = nn.Conv2d(8, 8, 5, padding=2, padding_mode="circular")
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv2(torch.relu(self.conv1(x)))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def test_circular_conv_net_has_zero_equivariance_error_for_every_shift():
+    out = translation_probe(CircularConvNet(), torch.randn(6, 1, 16, 16), range(17), layers=["conv1", "conv2"])
+    assert out["stride"] == 1.0 and all(out["whole_patch"])
+    for errors in out["equivariance"].values():
+        assert max(errors) < 1e-6
+    assert out["consistency"] == [1.0] * 17
+
+
+def small_vit(**kw) -> vitlens.VisionTransformer:
+    return perturb_(vitlens.VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=4, embed_dim=32,
+                                              depth=2, num_heads=2, mlp_dim=64, **kw), std=0.2).eval()
+
+
+def test_vit_whole_patch_shifts_break_equivariance_only_through_position_embeddings():
+    images = torch.randn(6, 1, 16, 16)
+    shifts = [0, 1, 2, 4, 8]
+    vit = small_vit()
+    out = translation_probe(vit, images, shifts)
+    assert out["stride"] == 4.0 and out["whole_patch"] == [True, False, False, True, True]
+    last = out["equivariance"]["block1"]
+    assert last[0] < 1e-12
+    assert last[3] > 1e-3 and last[4] > 1e-3  # measurable at whole-patch shifts
+
+    # Without position embeddings a whole-patch shift permutes the tokens, which attention and the MLP follow
+    # exactly; a sub-patch shift changes the patches' content and still breaks equivariance.
+    with torch.no_grad():
+        vit.pos_embed.zero_()
+    out = translation_probe(vit, images, shifts)
+    for errors in out["equivariance"].values():
+        assert errors[3] < 1e-6 and errors[4] < 1e-6
+        assert errors[1] > 1e-3 and errors[2] > 1e-3
+
+
+def test_identity_perturbations_leave_the_image_unchanged():
+    images = torch.randn(5, 3, 28, 28)
+    assert torch.equal(shuffle_patches(images, 1), images)
+    assert torch.equal(drop_patches(images, 4, 0.0), images)
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9, 1.0])
+def test_drop_patches_removes_exactly_that_share(fraction):
+    images = torch.rand(4, 1, 28, 28) + 1.0  # never 0, so dropped pixels are the zeros
+    dropped = drop_patches(images, 4, fraction, torch.Generator().manual_seed(0))
+    per_patch_zero = (dropped == 0).reshape(4, 7, 4, 7, 4).all(dim=4).all(dim=2)
+    assert per_patch_zero.sum(dim=(1, 2)).tolist() == [round(fraction * 49)] * 4
+    assert torch.equal(dropped[dropped != 0], images[dropped != 0])
+
+
+def pieces(images: torch.Tensor, side: int) -> list[list[list[float]]]:
+    """Per image, its side x side pieces (flattened), sorted: equal for two images iff one permutes the other."""
+    b = images.shape[0]
+    return [sorted(p) for p in images.unfold(2, side, side).unfold(3, side, side).reshape(b, -1, side * side).tolist()]
+
+
+def test_shuffle_permutes_pieces():
+    images = torch.arange(2 * 64.0).reshape(2, 1, 8, 8)
+    shuffled = shuffle_patches(images, 4, torch.Generator().manual_seed(1))
+    assert not torch.equal(shuffled, images)
+    assert pieces(shuffled, 2) == pieces(images, 2)
+
+
+def test_vit_without_position_embeddings_ignores_shuffling_at_its_patch_grid():
+    vit = small_vit(pool="gap")
+    with torch.no_grad():
+        vit.pos_embed.zero_()
+    images = torch.randn(32, 1, 16, 16)
+    labels = vit(images).argmax(-1)
+    out = occlusion_probe(vit, images, labels, drop_fractions=(0.0, 0.5), shuffle_grids=(1, 4))
+    assert out["drop"]["accuracy"][0] == 1.0 and out["shuffle"]["accuracy"] == [1.0, 1.0]
+    with pytest.raises(ValueError, match="patch_size"):
+        occlusion_probe(CircularConvNet(), images, labels)
