@@ -19,9 +19,25 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _app(args: argparse.Namespace) -> int:
-    print("The vitlens Streamlit app is not built yet (see the open issue 'The Streamlit app'). "
-          "Meanwhile: `vitlens info demo:<name>` and the Python API in the README.")
-    return 1
+    """Replace this process by ``streamlit run app/main.py`` (so stopping it stops the server), configured
+    through flags (port, upload cap) and ``VITLENS_APP_*`` variables the app reads (first model, runs folder)."""
+    import os
+    from pathlib import Path
+
+    main = Path(__file__).resolve().parent.parent / "app" / "main.py"
+    if not main.exists():
+        raise FileNotFoundError(f"{main} not found: the app ships with the source tree; run `vitlens app` from an "
+                                f"editable install (pip install -e .) of a vitlens clone")
+    env = dict(os.environ, VITLENS_APP_MAX_UPLOAD_MB=str(args.max_upload_mb))
+    if args.model:
+        env["VITLENS_APP_MODEL"] = args.model
+    if args.runs_dir:
+        env["VITLENS_APP_RUNS_DIR"] = str(Path(args.runs_dir).expanduser().resolve())
+    cmd = [sys.executable, "-m", "streamlit", "run", str(main), "--server.port", str(args.port),
+           "--server.maxUploadSize", str(args.max_upload_mb), "--server.headless", str(args.headless).lower(),
+           "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]
+    print(f"vitlens app: http://localhost:{args.port}", flush=True)
+    os.execve(sys.executable, cmd, env)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("app", help="start the Streamlit app")
     p.add_argument("--port", type=int, default=8501)
-    p.add_argument("--model", default=None, help="model to open first")
+    p.add_argument("--model", default=None, help="model to open first (default: the bundled demo:vit-fashion)")
+    p.add_argument("--runs-dir", default=None, help="folder of run directories and checkpoints to offer (./runs)")
+    p.add_argument("--max-upload-mb", type=int, default=20, help="largest upload accepted")
+    p.add_argument("--headless", action="store_true", help="do not open a browser")
     p.set_defaults(func=_app)
 
     from .train.commands import register; register(sub)  # pretrain, finetune, eval

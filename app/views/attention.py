@@ -1,0 +1,100 @@
+"""Attention: top-5, rollout (paper style and heatmap), gradient rollout, every head per layer, and what a clicked
+patch attends to in each layer."""
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+
+import appkit
+from vitlens.analysis import attention_rollout, cls_map, fuse_heads, gradient_rollout, head_maps
+from vitlens.analysis.figures import heads_figure, rollout_figure
+
+st.title("Attention")
+source, model = appkit.current_model()
+inp = appkit.image_input("attn")
+if inp is None:
+    st.stop()
+appkit.domain_note(model, inp)
+
+x = appkit.model_input(model, inp)
+out = appkit.vit_forward(source, inp.digest, x)
+attentions, names = out["attentions"], appkit.class_names(model)
+shown = appkit.view(model, inp)
+prefix, grid, depth = model.num_prefix_tokens, model.grid_size, len(model.blocks)
+about = f"{source} on {inp.label}"
+
+top5 = appkit.top_k(out["logits"], names)
+left, right = st.columns([1, 2])
+with left:
+    st.subheader("Top-5")
+    st.dataframe(top5.style.format({"probability": "{:.3f}"}), hide_index=True)
+
+# ---- rollout -----------------------------------------------------------------------------------------------
+with right:
+    st.subheader("Attention rollout")
+    c1, c2, c3 = st.columns(3)
+    fusion = c1.selectbox("Head fusion", ["mean", "max", "min"], key="fusion",
+                          help="How each layer's heads become one matrix (the paper uses the mean).")
+    discard = c2.slider("Discard ratio", 0.0, 0.95, 0.0, 0.05, key="discard",
+                        help="Zero this fraction of the weakest fused attention per layer (class token kept).")
+    start = c3.slider("Start layer", 0, depth - 1, 0, key="start_layer")
+    rollout = cls_map(attention_rollout(attentions, head_fusion=fusion, discard_ratio=discard, start_layer=start,
+                                        num_prefix_tokens=prefix), grid, prefix)
+    fig = rollout_figure([shown], {"rollout": rollout}, f"Attention rollout: {about}")
+    # clickable patch centres over the heatmap (Plotly selection events need points, not heatmap cells)
+    side_h, side_w = shown.shape[-2:]
+    rows, cols = np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), indexing="ij")
+    fig.add_trace(go.Scatter(x=((cols.ravel() + 0.5) * side_w / grid[1]), y=((rows.ravel() + 0.5) * side_h / grid[0]),
+                             mode="markers", marker=dict(size=max(4, 300 // grid[1]), opacity=0.01, color="white"),
+                             hovertemplate="patch (%{customdata[0]}, %{customdata[1]})<extra>click</extra>",
+                             customdata=np.stack([rows.ravel(), cols.ravel()], 1), showlegend=False), row=1, col=3)
+    fig.update_xaxes(range=[-0.5, side_w - 0.5], row=1, col=3)  # the markers must not widen the heatmap's axes
+    fig.update_yaxes(range=[side_h - 0.5, -0.5], row=1, col=3)
+    fig.update_layout(height=420, margin=dict(t=90))
+    event = appkit.show(fig, "rollout", pd.DataFrame(rollout[0].numpy()), "rollout_fig", on_select="rerun",
+                        selection_mode="points")
+    st.caption("Left to right: the model's view of the image, rollout as the paper draws it (map / max as an alpha "
+               "mask), and as a heatmap. Click a patch on the heatmap to see what it attends to below.")
+
+points = event.selection.points if event and event.selection else []
+if points:
+    st.session_state.patch = int(points[0]["point_index"])
+patch = min(st.session_state.get("patch", grid[0] // 2 * grid[1] + grid[1] // 2), grid[0] * grid[1] - 1)
+
+# ---- gradient rollout ----------------------------------------------------------------------------------------
+st.subheader("Gradient rollout (Chefer et al. 2021)")
+target = st.selectbox("Explain class", range(len(names)), index=int(top5["index"][0]), key="grad_class",
+                      format_func=lambda i: f"{i}: {names[i]}")
+
+
+@st.cache_resource(show_spinner="Backpropagating to every layer's attention...", max_entries=32)
+def grad_map(source: str, digest: str, target: int, _x: torch.Tensor) -> torch.Tensor:
+    return cls_map(gradient_rollout(appkit.load(source), _x, target), grid, prefix)
+
+
+relevance = grad_map(source, inp.digest, target, x)
+fig = rollout_figure([shown], {f"gradient rollout, class {names[target]}": relevance},
+                     f"Gradient rollout: {about}")
+fig.update_layout(height=420, margin=dict(t=90))
+appkit.show(fig, "gradient_rollout", pd.DataFrame(relevance[0].numpy()), "grad_fig")
+
+# ---- every head of one layer ----------------------------------------------------------------------------------
+st.subheader("Class-token attention of every head")
+layer = st.slider("Layer", 1, depth, depth, key="head_layer")
+maps = head_maps(attentions, layer=layer - 1, grid=grid, num_prefix_tokens=prefix)[0]
+fig = heads_figure(shown, maps, f"Layer {layer}, each head's class-token attention: {about}")
+appkit.show(fig, f"heads_layer{layer}", {"layer": layer, "maps": maps}, "heads_fig")
+
+# ---- what one patch attends to, layer by layer ----------------------------------------------------------------
+r, c = divmod(patch, grid[1])
+st.subheader(f"What patch ({r}, {c}) attends to, per layer ({fusion} over heads)")
+rows_q = torch.stack([fuse_heads(a, fusion)[0, prefix + patch, prefix:] for a in attentions]).view(depth, *grid)
+fig = px.imshow(rows_q.numpy(), facet_col=0, facet_col_wrap=min(depth, 6), color_continuous_scale="Viridis",
+                facet_row_spacing=0.06, facet_col_spacing=0.01, title=f"Attention from patch ({r}, {c}): {about}")
+fig.for_each_annotation(lambda a: a.update(text=f"layer {int(a.text.split('=')[1]) + 1}"))
+fig.update_xaxes(showticklabels=False)
+fig.update_yaxes(showticklabels=False)
+fig.update_layout(width=140 * min(depth, 6) + 120, height=150 * -(-depth // 6) + 120)
+appkit.show(fig, f"patch_{r}_{c}", {"patch": [r, c], "fusion": fusion, "per_layer": rows_q}, "patch_fig")
