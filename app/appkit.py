@@ -200,7 +200,7 @@ def image_input(key: str) -> InputImage | None:
             return None
         data = up.getvalue()
         try:
-            img = open_image(data, name=up.name)
+            img = open_image(data, name=up.name, max_bytes=max_upload_mb() * 2**20)
         except ImageError as e:
             st.error(f"Cannot use this file: {e}")
             return None

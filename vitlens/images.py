@@ -19,7 +19,7 @@ class ImageError(ValueError):
 
 
 def open_image(source: str | Path | bytes | BinaryIO, *, name: str | None = None,
-               max_pixels: int = MAX_PIXELS) -> Image.Image:
+               max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES) -> Image.Image:
     """Decode a PNG/JPEG/WebP/BMP/GIF (first frame)/TIFF into an 8-bit RGB image.
 
     EXIF orientation is applied; CMYK, 16-bit, palette, RGBA (over white) and grayscale become RGB.
@@ -28,6 +28,7 @@ def open_image(source: str | Path | bytes | BinaryIO, *, name: str | None = None
         source: a path, the file's bytes, or a binary file object (e.g. a Streamlit upload).
         name: what to call the input in messages (defaults to the path).
         max_pixels: refuse larger images before decoding them.
+        max_bytes: refuse larger files (the app passes its upload cap).
     """
     if isinstance(source, (str, Path)):
         name = name or str(source)
@@ -40,8 +41,8 @@ def open_image(source: str | Path | bytes | BinaryIO, *, name: str | None = None
         name = name or getattr(source, "name", "the upload")
     if not data:
         raise ImageError(f"{name} is empty (0 bytes); choose an image file")
-    if len(data) > MAX_BYTES:
-        raise ImageError(f"{name} is {len(data) / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB")
+    if len(data) > max_bytes:
+        raise ImageError(f"{name} is {len(data) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:g} MB")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

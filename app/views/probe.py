@@ -41,7 +41,9 @@ if st.button("Run the probes", key="probe_run", type="primary") or st.session_st
             rows = [{"layer": n, "logistic": r["logistic"][n],
                      **{f"{k}-shot": r["fewshot"][n][k]["mean"] for k in (r["fewshot"] or {}).get(n, {})}}
                     for n in r["layers"]]
-            appkit.show(fig, f"probe_{kind.lower()}", pd.DataFrame(rows), f"probe_fig_{kind}")
+            table = pd.DataFrame(rows)
+            appkit.show(fig, f"probe_{kind.lower()}", table, f"probe_fig_{kind}")
+            st.dataframe(table.style.format(precision=3, subset=table.columns[1:]), hide_index=True)
 else:
     st.info("Features of every layer for both models, then one probe per layer: about a minute on two CPU cores "
             "for the bundled models at 1,000 images.")

@@ -1,0 +1,185 @@
+"""Every page of the Streamlit app through streamlit.testing: the default model, an uploaded photo, each control
+changed once, and no exception; bad uploads get an st.error and the page goes on."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+
+
+def png(img: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+PHOTO = ("chelsea.jpg", png(Image.fromarray(skimage.data.chelsea()), "JPEG"), "image/jpeg")
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=120)
+    at.run()
+    at.switch_page(f"views/{page}.py")
+    return ok(at.run())
+
+
+def ok(at: AppTest) -> AppTest:
+    """The run raised nothing and showed no error."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def upload(at: AppTest, key: str, file: tuple[str, bytes, str]) -> AppTest:
+    at.radio(key=f"{key}_kind").set_value("Upload").run()
+    at.file_uploader(key=f"{key}_upload").set_value(file)
+    return at.run()
+
+
+def figures(at: AppTest) -> int:
+    return len(at.get("plotly_chart"))
+
+
+def test_model_page_describes_the_default_model():
+    at = open_page("model")
+    assert at.sidebar.selectbox(key="bundled").value.startswith(("demo:", "/"))
+    assert [m.label for m in at.metric] == ["Kind", "Parameters", "Input", "Classes"]
+    assert at.metric[0].value == "ViT"
+    at.sidebar.radio(key="source_kind").set_value("Runs folder")
+    ok(at.run())
+    assert any("No runs or checkpoints" in i.value for i in at.sidebar.info)
+
+
+def test_attention_page_every_control():
+    at = open_page("attention")
+    assert figures(at) == 4  # rollout, gradient rollout, heads, patch per layer
+    at = ok(upload(at, "attn", PHOTO))
+    assert any("outside its domain" in w.value for w in at.warning)  # a photo through a Fashion-MNIST model
+    assert at.dataframe[0].value["probability"].between(0, 1).all() and len(at.dataframe[0].value) == 5
+    for key, value in [("fusion", "max"), ("discard", 0.5), ("start_layer", 1), ("grad_class", 3),
+                       ("head_layer", 1)]:
+        widget = at.selectbox(key=key) if key in ("fusion", "grad_class") else at.slider(key=key)
+        ok(widget.set_value(value).run())
+        assert figures(at) == 4
+    at.radio(key="attn_kind").set_value("Fashion-MNIST test image").run()
+    ok(at.number_input(key="attn_fashion").set_value(7).run())
+    assert not any("outside its domain" in w.value for w in at.warning)
+    # a click on a patch of the heatmap arrives as a selection event; the per-layer figure follows it
+    at.session_state["patch"] = 0
+    ok(at.run())
+    assert any(s.value.startswith("What patch (0, 0) attends to") for s in at.subheader)
+
+
+BAD = {
+    "empty.png": (b"", "is empty"),
+    "notes.png": (b"this is a text file, not an image" * 10, "not an image"),
+    "truncated.png": (png(Image.fromarray(skimage.data.astronaut()))[:5000], "truncated or corrupt"),
+    "bomb.png": (png(Image.new("1", (9000, 5000))), "megapixels"),
+    "huge.png": (b"\x89PNG" + bytes(3 * 2**20), "the limit is 2 MB"),
+}
+
+
+def test_bad_uploads_show_an_error_and_the_app_goes_on(monkeypatch):
+    monkeypatch.setenv("VITLENS_APP_MAX_UPLOAD_MB", "2")
+    at = open_page("attention")
+    for name, (data, message) in BAD.items():
+        at = upload(at, "attn", (name, data, "image/png"))
+        assert not at.exception
+        assert [e.value for e in at.error] and message in at.error[0].value, (name, [e.value for e in at.error])
+        at = ok(upload(at, "attn", PHOTO))  # a good file again: its result
+        assert figures(at) == 4
+
+
+def rgb_close(a: Image.Image, b: np.ndarray) -> bool:
+    return np.abs(np.asarray(a, dtype=int) - b).max() <= 2
+
+
+def test_image_modes_exif_and_formats_are_converted_correctly():
+    from vitlens.images import open_image
+
+    cases = []
+    gray = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    cases.append((png(Image.fromarray(gray)), np.repeat(gray[..., None], 3, 2)))
+    sixteen = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1040)
+    cases.append((png(Image.fromarray(sixteen.astype(np.int32)).convert("I;16")),
+                  np.repeat(np.round(sixteen / 65535 * 255)[..., None], 3, 2)))
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[:4] = (255, 0, 0, 255)  # opaque red over transparent: the transparent half becomes white
+    cases.append((png(Image.fromarray(rgba, "RGBA")), np.where(np.arange(8)[:, None, None] < 4, [255, 0, 0], 255)))
+    pal = Image.new("P", (8, 8), 1)
+    pal.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+    cases.append((png(pal, "GIF"), np.broadcast_to([10, 200, 30], (8, 8, 3))))
+    cmyk = Image.new("CMYK", (8, 8), (255, 0, 0, 0))  # pure cyan ink: RGB (0, 255, 255)
+    cases.append((png(cmyk, "TIFF"), np.broadcast_to([0, 255, 255], (8, 8, 3))))
+    for fmt in ("WEBP", "BMP"):
+        cases.append((png(Image.new("RGB", (8, 8), (40, 80, 120)), fmt, **({"lossless": True} if fmt == "WEBP" else {})),
+                      np.broadcast_to([40, 80, 120], (8, 8, 3))))
+    for data, expected in cases:
+        img = open_image(data)
+        assert img.mode == "RGB" and rgb_close(img, expected)
+    # EXIF orientation 6 (rotate 90 degrees clockwise to display): a 2 x 4 image becomes 4 x 2
+    wide = np.zeros((2, 4, 3), np.uint8)
+    wide[:, 0] = 255  # left column white
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img = open_image(png(Image.fromarray(wide), "PNG", exif=exif))
+    assert img.size == (2, 4) and rgb_close(img, np.rot90(wide, -1))
+
+
+def test_position_embedding_page_every_control():
+    at = open_page("posembed")
+    assert figures(at) == 3
+    ok(at.select_slider(key="res_factor").set_value(1.5).run())
+    ok(at.selectbox(key="res_mode").set_value("bilinear").run())
+    assert figures(at) == 3
+
+
+def test_distance_page_every_control():
+    at = open_page("distance")
+    assert figures(at) == 2  # ViT distance and the CNN's ERF
+    ok(at.select_slider(key="dist_n").set_value(32).run())
+    at.radio(key="dist_data").set_value("Zip of my images").run()
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("cat.png", png(Image.fromarray(skimage.data.chelsea()).resize((64, 48))))
+        zf.writestr("broken.png", b"not an image")
+    at.file_uploader(key="dist_zip").set_value(("photos.zip", buf.getvalue(), "application/zip"))
+    at.run()
+    assert not at.exception and not at.error
+    assert any("Skipped 1" in w.value for w in at.warning) and figures(at) == 2
+    at.file_uploader(key="dist_zip").set_value(("bad.zip", b"not a zip", "application/zip"))
+    at.run()
+    assert not at.exception and "not a readable zip" in at.error[0].value
+
+
+def test_compare_page_every_control():
+    at = open_page("compare")
+    assert figures(at) == 2  # maps, deletion/insertion curves
+    at = ok(upload(at, "cmp", PHOTO))
+    aucs = at.dataframe[-1].value
+    assert list(aucs["map"]) == ["ViT rollout", "ViT gradient rollout", "ViT IG", "CNN Grad-CAM", "CNN IG"]
+    assert aucs[["deletion AUC", "insertion AUC"]].apply(lambda c: c.between(0, 1)).all().all()
+    ok(at.select_slider(key="cmp_steps").set_value(8).run())
+    at.text_input(key="cnn_source").set_value("demo:no-such-model").run()
+    assert not at.exception and "Cannot load demo:no-such-model" in at.error[0].value
+
+
+def test_probe_page_every_control():
+    at = open_page("probe")
+    at.select_slider(key="probe_train").set_value(500)
+    at.select_slider(key="probe_test").set_value(250)
+    at.multiselect(key="probe_shots").set_value([1, 5])
+    ok(at.button(key="probe_run").click().run())
+    assert figures(at) == 2
+    table = at.dataframe[0].value
+    assert {"layer", "logistic", "1-shot", "5-shot"} <= set(table.columns)
+    assert table["logistic"].between(0, 1).all()
