@@ -1,0 +1,148 @@
+"""The paper's data-size claim in miniature: test accuracy of a ViT and a CNN against training-set size.
+
+Dosovitskiy et al. (2020, section 4.3 and Fig. 3-4) find that ResNets beat ViTs when pre-trained on small data
+and ViTs catch up and overtake them as the data grows ("large scale training trumps inductive bias"). The sweep
+trains both with the training issue's recipe (``vitlens/configs/fashion_{vit,cnn}.yaml``: AdamW, linear warm-up,
+cosine decay, label smoothing, pad-and-crop and flips) on the first N Fashion-MNIST training images, for several N
+and seeds, under one compute rule for both: the same number of optimizer steps of the same batch size whatever
+N is (so small subsets are seen for many epochs, large ones for few), and evaluates on the full test set.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..io import atomic_write
+from ..models.loading import load_model
+from ..train import evaluate, load_config, train
+from ..train.loop import Dist, build_eval_loader
+
+SIZES = (1000, 2000, 5000, 10000, 30000, 60000)
+SEEDS = (0, 1)
+ARCHS = ("vit", "cnn")
+# Small enough for a CPU: a ViT with patch 4 (7 x 7 tokens on 28 x 28) and a narrow ResNet-18 (the demo's).
+MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "vit": ("fashion_vit", dict(embed_dim=96, depth=4, num_heads=4, mlp_dim=192, representation_size=96)),
+    "cnn": ("fashion_cnn", dict(channels=[16, 32, 64, 128])),
+}
+
+
+def sweep_config(arch: str, size: int, seed: int, *, steps: int, batch_size: int, threads: int | None = None,
+                 eval_subset: int | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The training config of one sweep point: the packaged recipe with the sweep's model, data and budget.
+
+    Args:
+        arch: ``vit`` or ``cnn`` (see :data:`MODELS`).
+        size: training images (the first ``size`` of the training split).
+        seed: initialisation, data order and augmentation seed.
+        steps: optimizer steps (the compute rule: the same for every size and both architectures).
+        batch_size: images per step.
+        threads: CPU threads (torch default when None).
+        eval_subset: test images used (all when None).
+        overrides: further ``section.key=value`` config overrides.
+    """
+    if arch not in MODELS:
+        raise ValueError(f"unknown sweep architecture {arch!r}; choose from {', '.join(MODELS)}")
+    base, model = MODELS[arch]
+    budget = [f"data.subset={size}", f"data.eval_subset={json.dumps(eval_subset)}", f"train.steps={steps}",
+              f"train.batch_size={batch_size}", f"train.seed={seed}", f"train.threads={json.dumps(threads)}",
+              # the warm-up is a fixed share of the budget, so short budgets still spend most steps at the peak
+              f"schedule.warmup_steps={max(1, steps // 10)}",
+              "train.eval=false",  # the test set is scored once, at the end, by run_point
+              f"train.ckpt_every={steps}", "train.keep_last=1", "train.log_every=50"]
+    cfg = load_config(base, [f"model.{k}={json.dumps(v)}" for k, v in model.items()] + budget + list(overrides))
+    cfg["name"] = f"bias-sweep-{arch}-n{size}-s{seed}"
+    return cfg
+
+
+def run_point(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    """Train one config into ``run_dir`` and score it on the test split.
+
+    Returns:
+        ``test_acc``, ``test_loss``, ``test_count``, ``train_seconds`` and ``params``.
+    """
+    start = time.perf_counter()
+    run_dir = train(cfg, run_dir)
+    seconds = time.perf_counter() - start
+    model = load_model(run_dir)
+    result = evaluate(model, build_eval_loader(model, cfg["data"], Dist()))
+    return dict(test_acc=result["acc"], test_loss=result["loss"], test_count=result["count"],
+                train_seconds=seconds, params=sum(p.numel() for p in model.parameters()))
+
+
+def _key(record: dict[str, Any]) -> tuple:
+    return record["arch"], record["size"], record["seed"], record["steps"], record["batch_size"]
+
+
+def run_sweep(out: str | Path, *, sizes: Sequence[int] = SIZES, seeds: Sequence[int] = SEEDS,
+              archs: Sequence[str] = ARCHS, steps: int = 1000, batch_size: int = 128, threads: int | None = None,
+              eval_subset: int | None = None, runs_dir: str | Path = "runs/bias-sweep",
+              overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Train every (architecture, size, seed), smallest sizes first, writing ``out`` (JSON) after each point.
+
+    Points already in ``out`` with the same budget are kept, so an interrupted sweep continues where it stopped.
+
+    Args:
+        out: results JSON: ``records`` (one per run) and ``summary`` (see :func:`summarise`).
+        sizes: training-set sizes (first N images of the training split).
+        seeds: seeds per point.
+        archs: ``vit`` and/or ``cnn``.
+        steps: optimizer steps per run, the same for every point (the compute rule).
+        batch_size: images per step.
+        threads: CPU threads per run.
+        eval_subset: test images used (all 10,000 when None).
+        runs_dir: where each run's directory goes.
+        overrides: extra config overrides for every run.
+    """
+    out = Path(out)
+    records: list[dict[str, Any]] = json.loads(out.read_text())["records"] if out.exists() else []
+    done = {_key(r) for r in records}
+    for size in sorted(sizes):
+        for seed in seeds:
+            for arch in archs:
+                point = dict(arch=arch, size=size, seed=seed, steps=steps, batch_size=batch_size)
+                if _key(point) in done:
+                    continue
+                cfg = sweep_config(arch, size, seed, steps=steps, batch_size=batch_size, threads=threads,
+                                   eval_subset=eval_subset, overrides=overrides)
+                point.update(run_point(cfg, Path(runs_dir) / cfg["name"]))
+                point["epochs"] = steps * batch_size / size
+                records.append(point)
+                print(f"{arch} n={size} seed={seed}: test accuracy {point['test_acc']:.4f} "
+                      f"({point['train_seconds']:.0f} s)", flush=True)
+                _write(out, records, steps, batch_size)
+    return _write(out, records, steps, batch_size)
+
+
+def summarise(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
+    """Per architecture: ``size``, ``mean`` and ``std`` (sample standard deviation over seeds, 0 for one seed) of
+    the test accuracy, and ``n`` (seeds), sizes ascending."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for arch in sorted({r["arch"] for r in records}):
+        sizes = sorted({r["size"] for r in records if r["arch"] == arch})
+        accs = [[r["test_acc"] for r in records if r["arch"] == arch and r["size"] == s] for s in sizes]
+        out[arch] = dict(size=sizes, mean=[statistics.fmean(a) for a in accs],
+                         std=[statistics.stdev(a) if len(a) > 1 else 0.0 for a in accs], n=[len(a) for a in accs])
+    return out
+
+
+def _write(out: Path, records: list[dict[str, Any]], steps: int, batch_size: int) -> dict[str, Any]:
+    result = dict(description="Fashion-MNIST test accuracy against training-set size (first N training images), "
+                              "ViT vs CNN, same optimizer steps and batch for every run",
+                  steps=steps, batch_size=batch_size, models={k: dict(config=v[0], **v[1]) for k, v in MODELS.items()},
+                  records=records, summary=summarise(records))
+    text = json.dumps(result, indent=1, allow_nan=False)
+    atomic_write(out, lambda tmp: Path(tmp).write_text(text))
+    return result
+
+
+def crossover(summary: dict[str, dict[str, list[float]]], a: str = "vit", b: str = "cnn") -> float | None:
+    """The smallest swept size at which ``a``'s mean accuracy reaches ``b``'s, or None if it never does."""
+    sa, sb = summary[a], summary[b]
+    for size, acc_a in zip(sa["size"], sa["mean"]):
+        if size in sb["size"] and acc_a >= sb["mean"][sb["size"].index(size)]:
+            return float(size)
+    return None
