@@ -11,6 +11,8 @@ import skimage.data
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from vitlens.data.fashion_mnist import CLASSES as FASHION_CLASSES
+
 MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 
 
@@ -43,6 +45,12 @@ def upload(at: AppTest, key: str, file: tuple[str, bytes, str]) -> AppTest:
     return at.run()
 
 
+def widget(at: AppTest, kind: str, label: str):
+    """The one widget of this kind with this label (keys that depend on the image or model are not fixed)."""
+    (found,) = [w for w in getattr(at, kind) if w.label == label]
+    return found
+
+
 def figures(at: AppTest) -> int:
     return len(at.get("plotly_chart"))
 
@@ -63,11 +71,13 @@ def test_attention_page_every_control():
     at = ok(upload(at, "attn", PHOTO))
     assert any("outside its domain" in w.value for w in at.warning)  # a photo through a Fashion-MNIST model
     assert at.dataframe[0].value["probability"].between(0, 1).all() and len(at.dataframe[0].value) == 5
-    for key, value in [("fusion", "max"), ("discard", 0.5), ("start_layer", 1), ("grad_class", 3),
-                       ("head_layer", 1)]:
-        widget = at.selectbox(key=key) if key in ("fusion", "grad_class") else at.slider(key=key)
-        ok(widget.set_value(value).run())
+    other = (int(at.dataframe[0].value["index"][0]) + 1) % 10  # explain a class that is not the top one
+    for kind, label, value in [("selectbox", "Head fusion", "max"), ("slider", "Discard ratio", 0.5),
+                               ("slider", "Start layer", 1), ("selectbox", "Explain class", other),
+                               ("slider", "Layer", 1)]:
+        ok(widget(at, kind, label).set_value(value).run())
         assert figures(at) == 4
+    assert any(f"class {FASHION_CLASSES[other]}" in c.proto.spec for c in at.get("plotly_chart"))
     at.radio(key="attn_kind").set_value("Fashion-MNIST test image").run()
     ok(at.number_input(key="attn_fashion").set_value(7).run())
     assert not any("outside its domain" in w.value for w in at.warning)

@@ -39,7 +39,7 @@ with right:
                           help="How each layer's heads become one matrix (the paper uses the mean).")
     discard = c2.slider("Discard ratio", 0.0, 0.95, 0.0, 0.05, key="discard",
                         help="Zero this fraction of the weakest fused attention per layer (class token kept).")
-    start = c3.slider("Start layer", 0, depth - 1, 0, key="start_layer")
+    start = c3.slider("Start layer", 0, depth - 1, 0, key=f"start_layer:{source}")  # keyed: range is per model
     rollout = cls_map(attention_rollout(attentions, head_fusion=fusion, discard_ratio=discard, start_layer=start,
                                         num_prefix_tokens=prefix), grid, prefix)
     fig = rollout_figure([shown], {"rollout": rollout}, f"Attention rollout: {about}")
@@ -65,7 +65,8 @@ patch = min(st.session_state.get("patch", grid[0] // 2 * grid[1] + grid[1] // 2)
 
 # ---- gradient rollout ----------------------------------------------------------------------------------------
 st.subheader("Gradient rollout (Chefer et al. 2021)")
-target = st.selectbox("Explain class", range(len(names)), index=int(top5["index"][0]), key="grad_class",
+# keyed by image, so that each new image starts from its own top class
+target = st.selectbox("Explain class", range(len(names)), index=int(top5["index"][0]), key=f"grad_class:{inp.digest}",
                       format_func=lambda i: f"{i}: {names[i]}")
 
 
@@ -82,7 +83,7 @@ appkit.show(fig, "gradient_rollout", pd.DataFrame(relevance[0].numpy()), "grad_f
 
 # ---- every head of one layer ----------------------------------------------------------------------------------
 st.subheader("Class-token attention of every head")
-layer = st.slider("Layer", 1, depth, depth, key="head_layer")
+layer = st.slider("Layer", 1, depth, depth, key=f"head_layer:{source}")
 maps = head_maps(attentions, layer=layer - 1, grid=grid, num_prefix_tokens=prefix)[0]
 fig = heads_figure(shown, maps, f"Layer {layer}, each head's class-token attention: {about}")
 appkit.show(fig, f"heads_layer{layer}", {"layer": layer, "maps": maps}, "heads_fig")
