@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_app)
 
     from .train.commands import register; register(sub)  # pretrain, finetune, eval
+    from .analysis.commands import register as register_analysis; register_analysis(sub)  # analyze ...
     return parser
 
 

@@ -9,6 +9,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from .features import dataset_features
@@ -27,8 +28,11 @@ def logistic_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
         max_iter: L-BFGS iterations.
     """
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
-    clf.fit(train_x.numpy(), train_y.numpy())
-    return float(clf.score(test_x.numpy(), test_y.numpy()))
+    # L-BFGS makes many small BLAS calls; threaded BLAS spin-waits against torch's threads and ran ~10x slower
+    # on a shared 2-core machine, so the fit runs single-threaded.
+    with threadpool_limits(limits=1):
+        clf.fit(train_x.numpy(), train_y.numpy())
+        return float(clf.score(test_x.numpy(), test_y.numpy()))
 
 
 def fewshot_ridge(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
@@ -118,6 +122,15 @@ def linear_probe(model: nn.Module, train: Iterable, test: Iterable, *, layers: S
     """
     train_f, train_y = dataset_features(model, train, layers=layers, progress=progress, desc="train features")
     test_f, test_y = dataset_features(model, test, layers=layers, progress=progress, desc="test features")
+    return dict(evaluate_features(train_f, train_y, test_f, test_y, shots=shots, seeds=seeds, C=C, l2_reg=l2_reg),
+                n_train=len(train_y), n_test=len(test_y))
+
+
+def evaluate_features(train_f: dict[str, torch.Tensor], train_y: torch.Tensor, test_f: dict[str, torch.Tensor],
+                      test_y: torch.Tensor, *, shots: Sequence[int] | None = None, seeds: Sequence[int] = (0, 1, 2),
+                      C: float = 1.0, l2_reg: float = 1.0) -> dict[str, object]:
+    """The evaluation half of :func:`linear_probe`, on features already extracted (see ``dataset_features``), so
+    the logistic and few-shot evaluations can share one pass over the data."""
     accuracy: dict[str, object] = {}
     for name in train_f:
         if shots is None:
@@ -125,4 +138,4 @@ def linear_probe(model: nn.Module, train: Iterable, test: Iterable, *, layers: S
         else:
             accuracy[name] = fewshot_eval(train_f[name], train_y, test_f[name], test_y, shots=shots, seeds=seeds,
                                           l2_reg=l2_reg)
-    return dict(layers=list(train_f), accuracy=accuracy, n_train=len(train_y), n_test=len(test_y))
+    return dict(layers=list(train_f), accuracy=accuracy)

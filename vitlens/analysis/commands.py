@@ -1,0 +1,283 @@
+"""``vitlens analyze {rollout,heads,distance,posembed,filters,cka,probe}``: each analysis as figures (Plotly HTML
+and PNG) plus its numbers (JSON), for any model ``vitlens.load_model`` reads."""
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..capture import capture
+from ..models.vit import VisionTransformer
+from . import figures
+from .cka import layer_similarity
+from .distance import attention_distance
+from .features import dataset_features
+from .filters import patch_embedding_components
+from .heads import head_maps
+from .inputs import SAMPLE_PHOTOS, load_image, prepare, sample_photo
+from .posembed import position_embedding_similarity
+from .probe import PAPER_SHOTS, evaluate_features
+from .rollout import attention_rollout, cls_map, gradient_rollout
+
+DISPLAY_SIZE = 224  # pixels of the longer side of images drawn in figures
+
+EPILOG = """data SPEC: NAME[:SPLIT][:N], e.g. fashion_mnist:test:1000, folder:val (with --data-dir), cifar10:test.
+NAME is any dataset of `vitlens pretrain` (fashion_mnist, cifar10, cifar100, folder, synthetic, timm:<name>).
+Images: files, or the sample photos astronaut, chelsea, coffee, rocket (the default)."""
+
+
+# ---- inputs -------------------------------------------------------------------------------------------
+def _device(name: str | None) -> torch.device:
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _load(source: str, device: torch.device, need_vit: bool = False) -> nn.Module:
+    from ..models.loading import load_model
+
+    model = load_model(source).to(device).eval()
+    if need_vit and not isinstance(model, VisionTransformer):
+        raise TypeError(f"{source} is a {type(model).__name__}, not a ViT: this analysis reads attention")
+    return model
+
+
+def _parse_spec(spec: str, default_split: str) -> tuple[str, str, int | None]:
+    """``NAME[:SPLIT][:N]`` (NAME may itself contain colons, as ``timm:...``)."""
+    parts = spec.split(":")
+    limit = int(parts.pop()) if len(parts) > 1 and parts[-1].isdigit() else None
+    split = parts.pop() if len(parts) > 1 and parts[-1] in ("train", "test", "val", "validation") else default_split
+    return ":".join(parts).replace("fashion-mnist", "fashion_mnist"), split, limit
+
+
+def _loader(spec: str, model: nn.Module, args: argparse.Namespace, *, split: str | None = None,
+            limit: int | None = None) -> tuple[torch.utils.data.DataLoader, str]:
+    """Batches of (images in [0, 1], labels) and a description for titles."""
+    from torchvision import transforms as T
+
+    from ..data import SMALL_DATASETS, build_dataset
+
+    name, spec_split, spec_limit = _parse_spec(spec, "test")
+    split = split or spec_split
+    n = spec_limit or limit
+    steps = [] if name in SMALL_DATASETS else [T.Resize(tuple(model.data_config["input_size"][1:]))]
+    ds = build_dataset(name, split, T.Compose(steps + [T.ToTensor()]), data_dir=args.data_dir, subset=n)
+    desc = f"{name} {split}, {len(ds)} images"
+    return torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=False), desc
+
+
+def _images(args: argparse.Namespace, model: nn.Module) -> tuple[list[torch.Tensor], list[str], str]:
+    """The images to explain (C x H x W in [0, 1]), their labels and a description of the data."""
+    if args.data:
+        loader, desc = _loader(args.data, model, args, limit=args.num_images)
+        images = [x for batch, _ in loader for x in batch][:args.num_images]
+        return images, [f"#{i}" for i in range(len(images))], desc
+    names = args.image or list(SAMPLE_PHOTOS)
+    images = [sample_photo(n) if n in SAMPLE_PHOTOS and not Path(n).exists() else load_image(n) for n in names]
+    return images, [Path(n).stem for n in names], "photos " + ", ".join(Path(n).stem for n in names)
+
+
+def _for_display(image: torch.Tensor, model: VisionTransformer) -> torch.Tensor:
+    """The image as the model sees it (whole image resized to its aspect), at display size, in [0, 1]."""
+    h, w = model.img_size
+    scale = DISPLAY_SIZE / max(h, w)
+    x = image[None]
+    if x.shape[1] != model.in_chans:  # show the channels it gets: grayscale photos for the Fashion-MNIST models
+        x = prepare(x, dict(input_size=(model.in_chans, *x.shape[-2:]), mean=(0.0,) * model.in_chans,
+                            std=(1.0,) * model.in_chans))
+    return F.interpolate(x, size=(round(h * scale), round(w * scale)), mode="bilinear", antialias=True)[0].clamp(0, 1)
+
+
+def _title(what: str, args: argparse.Namespace, model: nn.Module, data: str) -> str:
+    """Which analysis, which model and which data; flags photos shown to a model that knows only small grayscale
+    images (the bundled Fashion-MNIST models)."""
+    chans, h, w = model.data_config["input_size"]
+    title = f"{what}<br><sup>model {args.model} ({chans}x{h}x{w} input)<br>data: {data}"
+    if data.startswith("photos") and chans == 1:
+        title += "<br>photos converted to grayscale: outside the model's training data (Fashion-MNIST)"
+    return title + "</sup>"
+
+
+def _finish(args: argparse.Namespace, figs: dict, numbers: dict[str, Any]) -> int:
+    numbers = dict(model=args.model, command=args.analysis, **numbers)
+    for path in figures.write_outputs(args.out, figs, numbers, png=not args.no_png):
+        print(path)
+    return 0
+
+
+# ---- the commands ---------------------------------------------------------------------------------------
+def _rollout(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    model = _load(args.model, device, need_vit=True)
+    images, labels, data = _images(args, model)
+    x = torch.cat([prepare(im, model.data_config) for im in images]).to(device)
+    with torch.no_grad(), capture(model) as rec:
+        probs = model(x).softmax(-1)
+    grid, prefix = model.grid_size, model.num_prefix_tokens
+    maps = {"rollout": cls_map(attention_rollout(rec.attentions, head_fusion=args.head_fusion,
+                                                 discard_ratio=args.discard_ratio, start_layer=args.start_layer,
+                                                 num_prefix_tokens=prefix), grid, prefix).cpu()}
+    if args.gradient and model.num_classes:
+        maps["gradient rollout"] = cls_map(gradient_rollout(model, x), grid, prefix).cpu()
+    top = probs.topk(min(5, probs.shape[-1]))
+    title = _title(f"Attention rollout (head fusion {args.head_fusion}, discard {args.discard_ratio}, "
+                   f"start layer {args.start_layer})", args, model, data)
+    fig = figures.rollout_figure([_for_display(im, model) for im in images], maps, title, labels)
+    return _finish(args, {"rollout": fig}, dict(
+        data=data, images=labels, grid=grid, head_fusion=args.head_fusion, discard_ratio=args.discard_ratio,
+        start_layer=args.start_layer, maps=maps, top5_classes=top.indices, top5_probs=top.values))
+
+
+def _heads(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    model = _load(args.model, device, need_vit=True)
+    images, labels, data = _images(args, model)
+    x = torch.cat([prepare(im, model.data_config) for im in images]).to(device)
+    with torch.no_grad(), capture(model, layers=[args.layer]) as rec:
+        model(x)
+    maps = head_maps(rec.attentions, threshold=args.threshold, grid=model.grid_size,
+                     num_prefix_tokens=model.num_prefix_tokens).cpu()
+    layer = rec.layers[0]
+    figs = {f"heads_{label}": figures.heads_figure(
+        _for_display(im, model), maps[i],
+        _title(f"Class-token attention per head, layer {layer + 1} of {len(model.blocks)}"
+               + (f", top {args.threshold:.0%} mass" if args.threshold else ""), args, model, f"{data}: {label}"))
+        for i, (im, label) in enumerate(zip(images, labels))}
+    return _finish(args, figs, dict(data=data, images=labels, layer=layer, threshold=args.threshold, maps=maps))
+
+
+def _distance(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    model = _load(args.model, device, need_vit=True)
+    loader, data = _loader(args.data, model, args, limit=args.limit)
+    res = attention_distance(model, loader, include_cls=args.include_cls, renormalize=not args.no_renormalize)
+    title = _title(f"Mean attention distance per head (P = {model.patch_size} px, grid {model.grid_size})",
+                   args, model, data)
+    return _finish(args, {"attention_distance": figures.distance_figure(res["mean"], title, res["std"])}, dict(
+        data=data, patch_size=model.patch_size, grid=model.grid_size, include_cls=args.include_cls,
+        renormalize=not args.no_renormalize, **res))
+
+
+def _posembed(args: argparse.Namespace) -> int:
+    model = _load(args.model, torch.device("cpu"), need_vit=True)
+    figs, numbers = {}, {}
+    for size in [None] + (args.img_size or []):
+        m = model
+        if size is not None:
+            m = copy.deepcopy(model)
+            m.set_img_size(size)
+        sim = position_embedding_similarity(m)
+        name = "posembed" if size is None else f"posembed_{size}"
+        what = "Position embedding similarity" + ("" if size is None else
+                                                  f" after moving to {size} px (bicubic interpolation)")
+        figs[name] = figures.posembed_figure(sim, _title(what, args, m, f"learned weights, grid {m.grid_size}"))
+        numbers[name] = sim
+    return _finish(args, figs, numbers)
+
+
+def _filters(args: argparse.Namespace) -> int:
+    model = _load(args.model, torch.device("cpu"), need_vit=True)
+    comps, ratio = patch_embedding_components(model, k=min(args.k, *model.patch_embed.proj.weight.flatten(1).shape))
+    title = _title(f"{'RGB e' if model.in_chans == 3 else 'E'}mbedding filters: first {len(comps)} principal components of E "
+                   f"({100 * ratio.sum():.0f}% of the variance)", args, model, "learned weights")
+    return _finish(args, {"filters": figures.filters_figure(comps, ratio, title)},
+                   dict(components=comps, explained_variance_ratio=ratio))
+
+
+def _cka(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    model_a = _load(args.model, device)
+    model_b = _load(args.against, device) if args.against else model_a
+    loader, data = _loader(args.data, model_a, args, limit=args.limit)
+    res = layer_similarity(model_a, model_b, loader)
+    other = args.against or args.model
+    title = _title(f"Minibatch linear CKA: {args.model} against {other}", args, model_a, f"{data} "
+                   f"({res['count']} used)")
+    fig = figures.cka_figure(res["cka"], res["layers_a"], res["layers_b"], title, args.model, other)
+    return _finish(args, {"cka": fig}, dict(data=data, against=other, **res))
+
+
+def _probe(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    model = _load(args.model, device)
+    name = _parse_spec(args.data, "train")[0]
+    train, train_desc = _loader(name, model, args, split="train", limit=args.train_limit)
+    test, test_desc = _loader(name, model, args, split="test", limit=args.test_limit)
+    train_f, train_y = dataset_features(model, train, layers=args.layers, desc="train features")
+    test_f, test_y = dataset_features(model, test, layers=args.layers, desc="test features")
+    features = (train_f, train_y, test_f, test_y)
+    logistic = None if args.no_logistic else evaluate_features(*features, C=args.C)
+    few = evaluate_features(*features, shots=args.shots, seeds=range(args.seeds),
+                            l2_reg=args.l2_reg) if args.shots else None
+    names = (logistic or few)["layers"]
+    data = f"train {train_desc}; test {test_desc}"
+    title = _title("Linear evaluation of frozen features per layer", args, model, data)
+    fig = figures.probe_figure(names, logistic and logistic["accuracy"], few and few["accuracy"], title)
+    return _finish(args, {"probe": fig}, dict(data=data, layers=names, logistic=logistic and logistic["accuracy"],
+                                              fewshot=few and few["accuracy"], l2_reg=args.l2_reg, C=args.C))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``vitlens analyze ...`` to the ``vitlens`` command."""
+    analyze = subparsers.add_parser("analyze", help="the paper's analyses as figures (HTML, PNG) and numbers (JSON)",
+                                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = analyze.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
+
+    def add(name: str, func, help_: str, data: str | None = None) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--model", required=True, help="timm:<name>, demo:<name>, a checkpoint file or a run directory")
+        p.add_argument("--out", type=Path, default=Path("vitlens-analysis") / name, help="output directory")
+        p.add_argument("--no-png", action="store_true", help="write HTML and JSON only")
+        if data == "images":
+            p.add_argument("--image", nargs="+", help="image files or sample photo names (default: the 4 samples)")
+            p.add_argument("--data", help="take the images from a dataset SPEC instead")
+            p.add_argument("--num-images", type=int, default=4, help="images taken from --data")
+        elif data:
+            p.add_argument("--data", default=data, help=f"dataset SPEC (default {data})")
+        if data:
+            p.add_argument("--data-dir", help="where the dataset's files are")
+            p.add_argument("--batch-size", type=int, default=32)
+            p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("rollout", _rollout, "attention rollout and gradient rollout (paper Fig. 6)", "images")
+    p.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean")
+    p.add_argument("--discard-ratio", type=float, default=0.0)
+    p.add_argument("--start-layer", type=int, default=0)
+    p.add_argument("--no-gradient", dest="gradient", action="store_false", help="skip gradient rollout")
+
+    p = add("heads", _heads, "each head's class-token attention (DINO style)", "images")
+    p.add_argument("--layer", type=int, default=-1)
+    p.add_argument("--threshold", type=float, help="keep the patches holding this fraction of the mass")
+
+    p = add("distance", _distance, "mean attention distance per head and layer (paper Fig. 7 right)",
+            "fashion_mnist:test")
+    p.add_argument("--limit", type=int, default=128, help="images (the paper used 128)")
+    p.add_argument("--include-cls", action="store_true", help="keep the class token as query and key")
+    p.add_argument("--no-renormalize", action="store_true", help="do not rescale patch rows to sum to 1")
+
+    p = add("posembed", _posembed, "position-embedding cosine similarity (paper Fig. 7 centre)")
+    p.add_argument("--img-size", type=int, nargs="*", help="also show the table interpolated to these sizes")
+
+    p = add("filters", _filters, "principal components of the patch-embedding filters (paper Fig. 7 left)")
+    p.add_argument("--k", type=int, default=28)
+
+    p = add("cka", _cka, "layer-by-layer minibatch CKA between two models", "fashion_mnist:test")
+    p.add_argument("--against", help="second model (ViT or CNN); the model itself when omitted")
+    p.add_argument("--limit", type=int, default=1024)
+
+    p = add("probe", _probe, "linear probes and few-shot evaluation per layer (paper section 4.1)", "fashion_mnist")
+    p.add_argument("--train-limit", type=int, default=5000)
+    p.add_argument("--test-limit", type=int, default=2000)
+    p.add_argument("--layers", type=int, nargs="*", help="block / stage indices (default: all)")
+    p.add_argument("--shots", type=int, nargs="*", default=list(PAPER_SHOTS), help="few-shot sizes ('' for none)")
+    p.add_argument("--seeds", type=int, default=5, help="random draws per few-shot size")
+    p.add_argument("--l2-reg", type=float, default=1.0, help="few-shot ridge strength")
+    p.add_argument("--C", type=float, default=1.0, help="logistic regression inverse regularisation")
+    p.add_argument("--no-logistic", action="store_true", help="few-shot only")
+
+    from ..bias.commands import register as register_bias; register_bias(sub)  # analyze bias {probes,sweep}

@@ -1,0 +1,247 @@
+"""Plotly figures for every analysis, in the paper's style, and writing them as HTML, PNG and JSON.
+
+Every figure function takes a ``title`` that must say which model and which data produced it: the bundled
+models know only Fashion-MNIST, and a rollout of a photo through them is a different thing from the paper's.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import plotly.express as px
+import plotly.graph_objects as go
+import plotly.io as pio
+import torch
+from plotly.subplots import make_subplots
+
+log = logging.getLogger("vitlens")
+TOP_MARGIN = 170  # room for a title of up to four lines (what, model, data, caveat)
+
+
+def _rgb(image: torch.Tensor) -> np.ndarray:
+    """C x H x W in [0, 1] (1 or 3 channels) to H x W x 3 uint8."""
+    arr = image.detach().float().clamp(0, 1).cpu().numpy()
+    arr = np.repeat(arr, 3, axis=0) if arr.shape[0] == 1 else arr
+    return (arr.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+
+
+def alpha_mask(image: torch.Tensor, heat: torch.Tensor, blur_sigma: float = 1.0) -> np.ndarray:
+    """The paper's rendering (App. D.8): map / max, Lanczos resize to the image, light Gaussian blur, then the
+    map is the image's alpha (the image multiplied by it on black).
+
+    Args:
+        image: C x H x W in [0, 1].
+        heat: gh x gw non-negative map (e.g. ``cls_map`` of a rollout).
+        blur_sigma: Gaussian blur in pixels of the resized map.
+
+    Returns:
+        H x W x 3 uint8.
+    """
+    from PIL import Image
+    from scipy.ndimage import gaussian_filter
+
+    h, w = image.shape[-2:]
+    m = heat.detach().double().cpu().numpy()
+    m = m / m.max() if m.max() > 0 else m
+    m = np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize((w, h), Image.LANCZOS))
+    m = np.clip(gaussian_filter(m, blur_sigma), 0, 1)
+    return (_rgb(image) * m[..., None]).round().astype(np.uint8)
+
+
+def _layout(fig: go.Figure, title: str, width: int, height: int, **kw: Any) -> go.Figure:
+    """Title (model and data) above a plot area of width x height pixels."""
+    total = height + TOP_MARGIN
+    fig.update_layout(title=dict(text=title, y=1 - 28 / total, yanchor="top"), width=width, height=total,
+                      margin=dict(t=TOP_MARGIN), **kw)
+    return fig
+
+
+def _keep_aspect(fig: go.Figure, row: int, col: int, cols: int) -> None:
+    """Pixels square in a heatmap subplot, as in the images beside it."""
+    n = (row - 1) * cols + col
+    fig.update_yaxes(scaleanchor="x" if n == 1 else f"x{n}", constrain="domain", row=row, col=col)
+    fig.update_xaxes(constrain="domain", row=row, col=col)
+
+
+def _resized(heat: torch.Tensor, size: Sequence[int]) -> np.ndarray:
+    return torch.nn.functional.interpolate(heat[None, None].float(), size=tuple(size), mode="nearest")[0, 0].numpy()
+
+
+def rollout_figure(images: Sequence[torch.Tensor], maps: Mapping[str, torch.Tensor], title: str,
+                   row_labels: Sequence[str] | None = None) -> go.Figure:
+    """One row per image: the input, each map as the paper's alpha mask, and the first map as a heatmap.
+
+    Args:
+        images: C x H x W in [0, 1], as shown (not normalised).
+        maps: method name -> B x gh x gw maps (B = len(images)), e.g. ``{"rollout": ..., "gradient rollout": ...}``.
+        title: which model, which data.
+        row_labels: a label per image.
+    """
+    names = list(maps)
+    cols = ["input"] + names + [f"{names[0]}, heatmap"]
+    fig = make_subplots(rows=len(images), cols=len(cols), horizontal_spacing=0.01, vertical_spacing=0.03,
+                        subplot_titles=[c if r == 0 else "" for r in range(len(images)) for c in cols])
+    for r, image in enumerate(images, start=1):
+        fig.add_trace(go.Image(z=_rgb(image), name="input"), row=r, col=1)
+        for c, name in enumerate(names, start=2):
+            fig.add_trace(go.Image(z=alpha_mask(image, maps[name][r - 1]), name=name), row=r, col=c)
+        heat = maps[names[0]][r - 1]
+        fig.add_trace(go.Heatmap(z=_resized(heat / heat.max(), image.shape[-2:]), colorscale="Inferno",
+                                 showscale=r == 1, zmin=0, zmax=1, colorbar=dict(title="map / max")),
+                      row=r, col=len(cols))
+        _keep_aspect(fig, r, len(cols), len(cols))
+        if row_labels:
+            fig.update_yaxes(title_text=row_labels[r - 1], row=r, col=1)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False, autorange="reversed")
+    fig.update_annotations(font_size=13)
+    return _layout(fig, title, width=250 * len(cols) + 150, height=240 * len(images))
+
+
+def heads_figure(image: torch.Tensor, maps: torch.Tensor, title: str, wrap: int = 6) -> go.Figure:
+    """The input and each head's class-token map (H x gh x gw) of one layer, DINO-style."""
+    n = maps.shape[0] + 1
+    cols, rows = min(wrap, n), math.ceil(n / wrap)
+    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.01, vertical_spacing=0.06,
+                        subplot_titles=["input"] + [f"head {h}" for h in range(maps.shape[0])])
+    fig.add_trace(go.Image(z=_rgb(image)), row=1, col=1)
+    for h in range(maps.shape[0]):
+        m = maps[h] / maps[h].max() if maps[h].max() > 0 else maps[h]
+        fig.add_trace(go.Heatmap(z=_resized(m, image.shape[-2:]), colorscale="Viridis", zmin=0, zmax=1,
+                                 showscale=h == 0, colorbar=dict(title="attention / max")),
+                      row=(h + 1) // cols + 1, col=(h + 1) % cols + 1)
+        _keep_aspect(fig, (h + 1) // cols + 1, (h + 1) % cols + 1, cols)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False, autorange="reversed")
+    fig.update_annotations(font_size=12)
+    return _layout(fig, title, width=max(230 * cols + 110, 760), height=220 * rows)
+
+
+def distance_figure(mean: torch.Tensor, title: str, std: torch.Tensor | None = None) -> go.Figure:
+    """Paper Fig. 7 right: mean attention distance (pixels) of every head against network depth (layer).
+
+    Args:
+        mean: L x H distances.
+        title: which model, which data, how many images.
+        std: L x H spread over images, drawn as error bars.
+    """
+    L, H = mean.shape
+    fig = go.Figure()
+    for h in range(H):
+        fig.add_trace(go.Scatter(
+            x=np.arange(1, L + 1), y=mean[:, h].numpy(), mode="markers", name=f"head {h}",
+            error_y=dict(array=std[:, h].numpy(), thickness=0.8, width=2) if std is not None else None))
+    fig.update_xaxes(dtick=1)
+    return _layout(fig, title, 760, 480, xaxis_title="Network depth (layer)",
+                   yaxis_title="Mean attention distance (pixels)", legend=dict(font=dict(size=9)))
+
+
+def posembed_figure(similarity: torch.Tensor, title: str) -> go.Figure:
+    """Paper Fig. 7 centre: tile (r, c) is the cosine similarity of patch (r, c)'s embedding with all others."""
+    gh, gw = similarity.shape[:2]
+    big = np.full((gh * (gh + 1) - 1, gw * (gw + 1) - 1), np.nan)  # one blank row/column between tiles
+    for r in range(gh):
+        for c in range(gw):
+            big[r * (gh + 1):r * (gh + 1) + gh, c * (gw + 1):c * (gw + 1) + gw] = similarity[r, c].numpy()
+    fig = go.Figure(go.Heatmap(z=big, zmin=-1, zmax=1, colorscale="Viridis", colorbar=dict(title="Cosine similarity"),
+                               hoverongaps=False))
+    fig.update_xaxes(title="Input patch column", tickvals=[c * (gw + 1) + (gw - 1) / 2 for c in range(gw)],
+                     ticktext=[str(c + 1) for c in range(gw)], showgrid=False, zeroline=False)
+    fig.update_yaxes(title="Input patch row", tickvals=[r * (gh + 1) + (gh - 1) / 2 for r in range(gh)],
+                     ticktext=[str(r + 1) for r in range(gh)], autorange="reversed", showgrid=False, zeroline=False,
+                     scaleanchor="x")
+    return _layout(fig, title, 760, 640, plot_bgcolor="white")
+
+
+def filters_figure(components: torch.Tensor, explained: torch.Tensor, title: str, wrap: int = 7) -> go.Figure:
+    """Paper Fig. 7 left: principal components of the patch-embedding filters (k x C x P x P), each scaled to
+    its own min..max, grayscale for 1-channel models."""
+    lo = components.flatten(1).min(1).values.view(-1, 1, 1, 1)
+    hi = components.flatten(1).max(1).values.view(-1, 1, 1, 1)
+    imgs = np.stack([_rgb(c) for c in (components - lo) / (hi - lo).clamp(min=1e-12)])
+    fig = px.imshow(imgs, facet_col=0, facet_col_wrap=wrap, facet_row_spacing=0.04, facet_col_spacing=0.01)
+    for ann in fig.layout.annotations:
+        i = int(ann.text.split("=")[1])
+        ann.text = f"PC{i + 1} ({100 * explained[i]:.1f}%)"
+        ann.font.size = 9
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    rows = math.ceil(len(imgs) / wrap)
+    return _layout(fig, title, max(110 * wrap + 80, 760), 125 * rows)
+
+
+def cka_figure(cka: torch.Tensor, layers_a: Sequence[str], layers_b: Sequence[str], title: str, name_a: str = "A",
+               name_b: str = "B") -> go.Figure:
+    """Layer-by-layer minibatch CKA as a heatmap (Raghu et al. 2021 style), layer 1 at the bottom left."""
+    fig = go.Figure(go.Heatmap(z=cka.numpy(), x=list(layers_b), y=list(layers_a), zmin=0, zmax=1,
+                               colorscale="Magma", colorbar=dict(title="CKA")))
+    return _layout(fig, title, 760, 600, xaxis_title=f"{name_b} layer", yaxis_title=f"{name_a} layer")
+
+
+def probe_figure(layers: Sequence[str], logistic: Mapping[str, float] | None,
+                 fewshot: Mapping[str, Mapping[int, Mapping[str, Any]]] | None, title: str) -> go.Figure:
+    """Test accuracy of linear probes per layer: logistic regression on all data, and few-shot ridge per shots."""
+    fig = go.Figure()
+    if logistic:
+        fig.add_trace(go.Scatter(x=list(layers), y=[logistic[n] for n in layers], mode="lines+markers",
+                                 name="logistic regression (full train)"))
+    if fewshot:
+        for k in next(iter(fewshot.values())):
+            fig.add_trace(go.Scatter(x=list(layers), y=[fewshot[n][k]["mean"] for n in layers], mode="lines+markers",
+                                     name=f"{k}-shot ridge", error_y=dict(array=[fewshot[n][k]["std"] for n in layers])))
+    return _layout(fig, title, 860, 480, xaxis_title="layer (pooled representation)", yaxis_title="test accuracy",
+                   yaxis_range=[0, 1])
+
+
+def jsonable(obj: Any) -> Any:
+    """Tensors and arrays to nested lists, keys to strings, recursively."""
+    if isinstance(obj, (torch.Tensor, np.ndarray)):
+        return obj.tolist()
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj
+
+
+def write_outputs(out_dir: str | Path, figures: Mapping[str, go.Figure], numbers: Mapping[str, Any], *,
+                  png: bool = True) -> list[Path]:
+    """Write each figure as ``<name>.html`` (plotly.js beside it, so it opens offline) and ``<name>.png``, and
+    ``numbers`` as ``<first name>.json``.
+
+    PNG export goes through kaleido, which drives a Chrome/Chromium (found on PATH, e.g. Debian's
+    ``/usr/bin/chromium``, or named by ``BROWSER_PATH``). If none can start, the HTML and JSON are still
+    written and a warning says why the PNGs are missing.
+
+    Returns:
+        the paths written.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in figures.items():
+        path = out / f"{name}.html"
+        fig.write_html(path, include_plotlyjs="directory")
+        written.append(path)
+    json_path = out / f"{next(iter(figures))}.json"
+    json_path.write_text(json.dumps(jsonable(numbers), indent=1))
+    written.append(json_path)
+    if png:
+        pngs = [out / f"{name}.png" for name in figures]
+        try:
+            figs = list(figures.values())  # write_images ignores layout sizes unless passed explicitly
+            pio.write_images(figs, pngs, scale=1.5, width=[f.layout.width for f in figs],
+                             height=[f.layout.height for f in figs])
+            written += pngs
+        except Exception as e:  # kaleido raises several types when no browser can be started
+            log.warning("PNG export failed (%s: %s). kaleido needs Chrome or Chromium: install it (apt-get install "
+                        "chromium) or point BROWSER_PATH at it. HTML and JSON were written.", type(e).__name__, e)
+            print(f"vitlens: PNG export failed ({type(e).__name__}); wrote HTML and JSON only. kaleido needs "
+                  f"Chrome/Chromium: apt-get install chromium, or set BROWSER_PATH.")
+    return written
