@@ -9,3 +9,12 @@ __version__ = "0.1.0"
 __all__ = ["CheckpointError", "Recorder", "UnsupportedModelError", "VisionTransformer", "capture", "create_cnn",
            "create_model", "from_timm", "list_demo_models", "list_models", "load_model", "load_weights",
            "resize_pos_embed", "save_model"]
+
+
+def __getattr__(name: str):
+    # vitlens.analysis on first use: it imports scikit-learn and captum, which `import vitlens` should not pay for.
+    if name == "analysis":
+        import importlib
+
+        return importlib.import_module(".analysis", __name__)
+    raise AttributeError(f"module 'vitlens' has no attribute {name!r}")
