@@ -1,0 +1,26 @@
+"""``vitlens analyze bias probes`` end to end on two tiny saved models (a ViT and a CNN), HTML and JSON only."""
+import json
+
+import vitlens
+from vitlens.cli import main
+from vitlens.models.cnn import create_cnn
+from vitlens.models.loading import save_model
+
+
+def test_bias_probes_command_writes_figures_and_numbers(tmp_path):
+    vit = vitlens.VisionTransformer(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=16, depth=2,
+                                    num_heads=2, mlp_dim=32)
+    cnn = create_cnn("resnet18", in_chans=1, num_classes=10, img_size=28, small_input=True, channels=[4, 4, 4, 4])
+    save_model(vit, tmp_path / "vit.safetensors")
+    save_model(cnn, tmp_path / "cnn.safetensors")
+    out = tmp_path / "out"
+    assert main(["analyze", "bias", "probes", "--model", str(tmp_path / "vit.safetensors"), "--model",
+                 str(tmp_path / "cnn.safetensors"), "--data", "fashion_mnist:test:8", "--shifts", "0", "2", "4",
+                 "--translation-images", "4", "--erf-images", "2", "--out", str(out), "--no-png"]) == 0
+    assert {p.name for p in out.glob("*.html")} == {"translation.html", "occlusion.html", "erf.html", "erf_maps.html"}
+    numbers = json.loads((out / "translation.json").read_text())
+    assert set(numbers["translation"]) == {"vit", "cnn"}
+    assert numbers["occlusion"]["vit"]["patch_size"] == numbers["occlusion"]["cnn"]["patch_size"] == 4
+    assert numbers["translation"]["vit"]["whole_patch"] == [True, False, True]
+    assert len(numbers["attention_distance"]["vit"]) == 2 and "cnn" not in numbers["attention_distance"]
+    assert len(numbers["erf"]["cnn"]["radius"]["0.9"]) == len(numbers["erf"]["cnn"]["layers"])

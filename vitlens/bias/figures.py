@@ -1,0 +1,139 @@
+"""Plotly figures for the inductive-bias probes and the data-size sweep (write them with
+``vitlens.analysis.figures.write_outputs``: HTML, PNG via kaleido, JSON)."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+COLORS = qualitative.D3
+TOP_MARGIN = 110  # room for a two-line title (what; which models and data) above the subplot titles
+
+
+def _finish(fig: go.Figure, title: str, width: int, height: int, **kw: Any) -> go.Figure:
+    """Title (what, then models and data) above a plot area of width x height pixels."""
+    total = height + TOP_MARGIN
+    fig.update_layout(title=dict(text=title, y=1 - 16 / total, yanchor="top"), width=width, height=total,
+                      margin=dict(t=TOP_MARGIN), template="plotly_white", **kw)
+    return fig
+
+
+def translation_figure(results: Mapping[str, Mapping[str, Any]], title: str) -> go.Figure:
+    """Consistency and last-layer equivariance error against shift size; filled markers are whole-patch
+    (whole-stride) shifts, open markers sub-patch ones.
+
+    Args:
+        results: model label -> :func:`vitlens.bias.translation_probe` output.
+        title: which models and data.
+    """
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
+        "Prediction consistency (top-1 unchanged)", "Equivariance error of the last layer (cosine distance)"))
+    for k, (label, r) in enumerate(results.items()):
+        color = COLORS[k % len(COLORS)]
+        symbols = ["circle" if whole else "circle-open" for whole in r["whole_patch"]]
+        last = list(r["equivariance"])[-1]
+        for col, y in ((1, r["consistency"]), (2, r["equivariance"][last])):
+            fig.add_trace(go.Scatter(x=r["shifts"], y=y, mode="lines+markers", name=f"{label} (stride {r['stride']:g})",
+                                     legendgroup=label, showlegend=col == 1, line=dict(color=color),
+                                     marker=dict(symbol=symbols, size=8, color=color)), row=1, col=col)
+    fig.update_xaxes(title_text="diagonal circular shift (pixels)")
+    fig.update_yaxes(range=[0, 1.02], row=1, col=1)
+    fig.update_yaxes(rangemode="tozero", row=1, col=2)
+    return _finish(fig, title, 1100, 430)
+
+
+def occlusion_figure(results: Mapping[str, Mapping[str, Any]], title: str) -> go.Figure:
+    """Accuracy under random PatchDrop and under patch shuffling (Naseer et al. 2021, Fig. 3 and 10 style).
+
+    Args:
+        results: model label -> :func:`vitlens.bias.occlusion_probe` output.
+        title: which models and data.
+    """
+    patch = next(iter(results.values()))["patch_size"]
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
+        f"Random PatchDrop ({patch} x {patch} patches)", "Patch shuffling"))
+    for k, (label, r) in enumerate(results.items()):
+        color = COLORS[k % len(COLORS)]
+        fig.add_trace(go.Scatter(x=[100 * f for f in r["drop"]["fraction"]], y=r["drop"]["accuracy"], name=label,
+                                 legendgroup=label, mode="lines+markers", line=dict(color=color)), row=1, col=1)
+        fig.add_trace(go.Scatter(x=[f"{g} x {g}" for g in r["shuffle"]["grid"]], y=r["shuffle"]["accuracy"],
+                                 name=label, legendgroup=label, showlegend=False, mode="lines+markers",
+                                 line=dict(color=color)), row=1, col=2)
+    fig.update_xaxes(title_text="patches dropped (%)", row=1, col=1)
+    fig.update_xaxes(title_text="shuffle grid (pieces per side)", type="category", row=1, col=2)
+    fig.update_yaxes(title_text="accuracy", range=[0, 1.02])
+    return _finish(fig, title, 1100, 430)
+
+
+def erf_figure(results: Mapping[str, Mapping[str, Any]], title: str,
+               attention_distance: Mapping[str, Sequence[float]] | None = None) -> go.Figure:
+    """ERF radii (50 % and 90 % of the mass) per layer against relative depth, beside each ViT's mean attention
+    distance (mean over heads), all in pixels.
+
+    Args:
+        results: model label -> :func:`vitlens.bias.erf_probe` output.
+        title: which models and data.
+        attention_distance: model label -> per-layer mean attention distance (ViTs only).
+    """
+    fig = go.Figure()
+    for k, (label, r) in enumerate(results.items()):
+        color = COLORS[k % len(COLORS)]
+        depth = np.arange(1, len(r["layers"]) + 1) / len(r["layers"])
+        for q, dash in zip(r["radius"], ("solid", "dash", "dot")):
+            fig.add_trace(go.Scatter(x=depth, y=r["radius"][q], mode="lines+markers", line=dict(color=color, dash=dash),
+                                     name=f"{label}: ERF radius, {float(q):.0%} of mass", text=r["layers"],
+                                     hovertemplate="%{text}: %{y:.1f} px"))
+        if attention_distance and label in attention_distance:
+            fig.add_trace(go.Scatter(x=depth, y=attention_distance[label], mode="markers",
+                                     marker=dict(symbol="diamond", size=10, color=color),
+                                     name=f"{label}: mean attention distance", text=r["layers"]))
+    return _finish(fig, title, 900, 450, xaxis_title="relative depth (layer / number of layers)",
+                   yaxis_title="pixels", yaxis_rangemode="tozero", legend=dict(font=dict(size=10)))
+
+
+def erf_maps_figure(results: Mapping[str, Mapping[str, Any]], title: str, columns: int = 4) -> go.Figure:
+    """ERF heat maps (each normalised to its maximum) of evenly spaced layers, one row per model.
+
+    Args:
+        results: model label -> :func:`vitlens.bias.erf_probe` output (with its ``erf`` maps).
+        title: which models and data.
+        columns: layers shown per model (the first, the last and evenly spaced ones between).
+    """
+    rows = list(results.items())
+    picked, titles = [], []
+    for label, r in rows:
+        n = len(r["layers"])
+        layers = [r["layers"][i] for i in sorted({round(j * (n - 1) / max(1, columns - 1)) for j in range(columns)})]
+        picked.append(layers)
+        titles += [f"{label} {layer}" for layer in layers] + [""] * (columns - len(layers))
+    fig = make_subplots(rows=len(rows), cols=columns, horizontal_spacing=0.02, vertical_spacing=0.08,
+                        subplot_titles=titles)
+    for i, ((_, r), layers) in enumerate(zip(rows, picked)):
+        for j, layer in enumerate(layers):
+            erf = np.asarray(r["erf"][layer], dtype=float)
+            fig.add_trace(go.Heatmap(z=erf / max(erf.max(), 1e-30), colorscale="Viridis", zmin=0, zmax=1,
+                                     showscale=i == 0 and j == 0), row=i + 1, col=j + 1)
+            fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i * columns + j + 1}", showticklabels=False,
+                             row=i + 1, col=j + 1)
+            fig.update_xaxes(showticklabels=False, constrain="domain", row=i + 1, col=j + 1)
+    return _finish(fig, title, 220 * columns, 230 * len(rows))
+
+
+def sweep_figure(summary: Mapping[str, Mapping[str, Sequence[float]]], title: str) -> go.Figure:
+    """Test accuracy against training-set size (log axis), mean over seeds with one-standard-deviation error bars.
+
+    Args:
+        summary: :func:`vitlens.bias.sweep.summarise` output.
+        title: the budget and data.
+    """
+    fig = go.Figure()
+    for k, (arch, s) in enumerate(summary.items()):
+        fig.add_trace(go.Scatter(x=s["size"], y=s["mean"], error_y=dict(array=s["std"], width=4), mode="lines+markers",
+                                 name=f"{arch.upper()} (mean ± std over {min(s['n'])}-{max(s['n'])} seeds)"
+                                 if min(s["n"]) != max(s["n"]) else f"{arch.upper()} (mean ± std, {s['n'][0]} seeds)",
+                                 line=dict(color=COLORS[k % len(COLORS)])))
+    return _finish(fig, title, 800, 450, xaxis=dict(type="log", title="training images (log scale)"),
+                   yaxis_title="test accuracy")
