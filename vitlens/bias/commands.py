@@ -115,7 +115,8 @@ def _sweep(args: argparse.Namespace) -> int:
                        eval_subset=args.eval_subset, runs_dir=args.runs_dir)
     title = (f"Fashion-MNIST test accuracy against training-set size<br><sup>same budget for both: {args.steps} steps "
              f"x batch {args.batch_size}; first N training images</sup>")
-    for path in write_outputs(args.out, {"sweep": sweep_figure(result["summary"], title)}, result,
+    figure = sweep_figure(result["summary"], title, budget_images=args.steps * args.batch_size)
+    for path in write_outputs(args.out, {"sweep": figure}, result,
                               png=not args.no_png):
         print(path)
     return 0

@@ -2,6 +2,7 @@
 ``vitlens.analysis.figures.write_outputs``: HTML, PNG via kaleido, JSON)."""
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -10,6 +11,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 COLORS = qualitative.D3
+ARCH_NAMES = {"vit": "ViT", "cnn": "CNN"}
 TOP_MARGIN = 110  # room for a two-line title (what; which models and data) above the subplot titles
 
 
@@ -122,18 +124,26 @@ def erf_maps_figure(results: Mapping[str, Mapping[str, Any]], title: str, column
     return _finish(fig, title, 220 * columns, 230 * len(rows))
 
 
-def sweep_figure(summary: Mapping[str, Mapping[str, Sequence[float]]], title: str) -> go.Figure:
+def sweep_figure(summary: Mapping[str, Mapping[str, Sequence[float]]], title: str,
+                 budget_images: int | None = None) -> go.Figure:
     """Test accuracy against training-set size (log axis), mean over seeds with one-standard-deviation error bars.
 
     Args:
         summary: :func:`vitlens.bias.sweep.summarise` output.
         title: the budget and data.
+        budget_images: steps x batch; marked, since from that size on each image is seen at most once and the
+            budget, not the data, limits accuracy.
     """
     fig = go.Figure()
+    if budget_images:
+        fig.add_vline(x=budget_images, line=dict(dash="dot", color="grey"))
+        # on a log axis annotations take log10 coordinates (add_vline's own annotation lands off the plot)
+        fig.add_annotation(x=math.log10(budget_images), y=0.02, yref="paper", xanchor="right", showarrow=False,
+                           text=f"steps x batch = {budget_images:,} images ", font=dict(color="grey"))
     for k, (arch, s) in enumerate(summary.items()):
+        seeds = f"{min(s['n'])}-{max(s['n'])}" if min(s["n"]) != max(s["n"]) else f"{s['n'][0]}"
         fig.add_trace(go.Scatter(x=s["size"], y=s["mean"], error_y=dict(array=s["std"], width=4), mode="lines+markers",
-                                 name=f"{arch.upper()} (mean ± std over {min(s['n'])}-{max(s['n'])} seeds)"
-                                 if min(s["n"]) != max(s["n"]) else f"{arch.upper()} (mean ± std, {s['n'][0]} seeds)",
+                                 name=f"{ARCH_NAMES.get(arch, arch)} (mean ± std over {seeds} seeds)",
                                  line=dict(color=COLORS[k % len(COLORS)])))
     return _finish(fig, title, 800, 450, xaxis=dict(type="log", title="training images (log scale)"),
                    yaxis_title="test accuracy")
