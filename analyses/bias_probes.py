@@ -7,7 +7,7 @@ The same probes on the paper's own checkpoints (online; ImageNet val as an Image
 the BiT ResNet runs at its own 448 x 448, the ViT at 224, PatchDrop on 16 x 16 patches for both):
 
     vitlens analyze bias probes --model timm:vit_base_patch16_224.orig_in21k_ft_in1k \
-        --model timm:resnetv2_50x1_bit.goog_in21k_ft_in1k --data folder:val:1000 --data-dir ~/imagenet \
+        --model timm:resnetv2_50x1_bit.goog_in21k_ft_in1k --data folder:val:500 --data-dir ~/imagenet \
         --device cuda --out vitlens-analysis/bias-paper
 
 Without ImageNet, add ``--agreement`` and point ``--data folder`` at any photos: occlusion is then scored against

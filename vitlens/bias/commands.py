@@ -75,11 +75,11 @@ def _probes(args: argparse.Namespace) -> int:
         x = prepare(images, model.data_config)
         if "translation" in args.probes:
             results["translation"][label] = translation_probe(model, x[:args.translation_images], args.shifts,
-                                                            batch_size=args.batch_size)
+                                                              batch_size=args.batch_size)
         if "occlusion" in args.probes:
             y = _predict(model, x, args.batch_size) if args.agreement else labels
             results["occlusion"][label] = occlusion_probe(model, x, y, patch_size=patch_size, seed=args.seed,
-                                                        batch_size=args.batch_size)
+                                                          batch_size=args.batch_size)
         if "erf" in args.probes:
             results["erf"][label] = erf_probe(model, x[:args.erf_images], batch_size=max(1, args.batch_size // 4))
             if isinstance(model, VisionTransformer):
