@@ -103,7 +103,8 @@ def _title(what: str, args: argparse.Namespace, model: nn.Module, data: str) -> 
 
 def _finish(args: argparse.Namespace, figs: dict, numbers: dict[str, Any]) -> int:
     numbers = dict(model=args.model, command=args.analysis, **numbers)
-    for path in figures.write_outputs(args.out, figs, numbers, png=not args.no_png):
+    plotlyjs = True if args.plotlyjs == "inline" else args.plotlyjs
+    for path in figures.write_outputs(args.out, figs, numbers, png=not args.no_png, plotlyjs=plotlyjs):
         print(path)
     return 0
 
@@ -231,6 +232,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--model", required=True, help="timm:<name>, demo:<name>, a checkpoint file or a run directory")
         p.add_argument("--out", type=Path, default=Path("vitlens-analysis") / name, help="output directory")
         p.add_argument("--no-png", action="store_true", help="write HTML and JSON only")
+        p.add_argument("--plotlyjs", choices=("directory", "cdn", "inline"), default="directory",
+                       help="plotly.js beside the HTML (offline), linked from its CDN, or inside each file")
         if data == "images":
             p.add_argument("--image", nargs="+", help="image files or sample photo names (default: the 4 samples)")
             p.add_argument("--data", help="take the images from a dataset SPEC instead")

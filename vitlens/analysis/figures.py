@@ -211,9 +211,11 @@ def jsonable(obj: Any) -> Any:
 
 
 def write_outputs(out_dir: str | Path, figures: Mapping[str, go.Figure], numbers: Mapping[str, Any], *,
-                  png: bool = True) -> list[Path]:
-    """Write each figure as ``<name>.html`` (plotly.js beside it, so it opens offline) and ``<name>.png``, and
-    ``numbers`` as ``<first name>.json``.
+                  png: bool = True, plotlyjs: str = "directory") -> list[Path]:
+    """Write each figure as ``<name>.html`` and ``<name>.png``, and ``numbers`` as ``<first name>.json``.
+
+    ``plotlyjs="directory"`` puts plotly.min.js (4.6 MB) beside the HTML so it opens offline; ``"cdn"`` links it
+    (small files for committing, needs internet to view); ``True`` inlines it.
 
     PNG export goes through kaleido, which drives a Chrome/Chromium (found on PATH, e.g. Debian's
     ``/usr/bin/chromium``, or named by ``BROWSER_PATH``). If none can start, the HTML and JSON are still
@@ -227,7 +229,7 @@ def write_outputs(out_dir: str | Path, figures: Mapping[str, go.Figure], numbers
     written = []
     for name, fig in figures.items():
         path = out / f"{name}.html"
-        fig.write_html(path, include_plotlyjs="directory")
+        fig.write_html(path, include_plotlyjs=plotlyjs)
         written.append(path)
     json_path = out / f"{next(iter(figures))}.json"
     json_path.write_text(json.dumps(jsonable(numbers), indent=1))

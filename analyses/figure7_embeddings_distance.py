@@ -1,0 +1,31 @@
+"""Paper Figure 7: patch-embedding filters (left), position-embedding similarity (centre) and mean attention
+distance per head against depth (right, over 128 images as in the paper).
+
+Offline (bundled models, Fashion-MNIST):   python analyses/figure7_embeddings_distance.py
+The paper's checkpoints (online; distance over 128 images of your own folder, DIR/val/<class>/*.jpg):
+    python analyses/figure7_embeddings_distance.py --model timm:vit_large_patch32_384.orig_in21k_ft_in1k \\
+        timm:vit_base_patch16_224.orig_in21k_ft_in1k --data folder:val:128 --data-dir DIR
+"""
+from __future__ import annotations
+
+import argparse
+
+from _common import RESULTS, analyze, slug
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", nargs="+", default=["demo:vit-fashion", "demo:vit-fashion-ft"])
+    parser.add_argument("--data", default="fashion_mnist:test:128", help="dataset SPEC for attention distance")
+    parser.add_argument("--data-dir", help="where the dataset's files are")
+    args = parser.parse_args()
+    data = ["--data", args.data] + (["--data-dir", args.data_dir] if args.data_dir else [])
+    for model in args.model:
+        out = RESULTS / "figure7" / slug(model)
+        analyze("filters", model, out)
+        analyze("posembed", model, out)
+        analyze("distance", model, out, *data, "--limit", "128")
+
+
+if __name__ == "__main__":
+    main()
