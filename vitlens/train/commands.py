@@ -32,16 +32,20 @@ def _add_train_args(p: argparse.ArgumentParser, default_config: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
     from .loop import train
 
     flags = [f"{key}={json.dumps(getattr(args, name))}" for name, key in _FLAGS.items()
              if getattr(args, name, None) is not None]
-    if args.resume is not None:
-        cfg = load_config(args.resume / "config.yaml", flags + args.overrides)
-        train(cfg, args.resume, resume=True)
-    else:
-        cfg = load_config(args.config, flags + args.overrides)
-        train(cfg, args.out)
+    try:
+        if args.resume is not None:
+            train(load_config(args.resume / "config.yaml", flags + args.overrides), args.resume, resume=True)
+        else:
+            train(load_config(args.config, flags + args.overrides), args.out)
+    finally:
+        if dist.is_initialized():  # leave the torchrun job cleanly (an open gloo group can hang at exit)
+            dist.destroy_process_group()
     return 0
 
 

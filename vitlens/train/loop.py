@@ -18,7 +18,7 @@ import yaml
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
-from timm.utils import ModelEmaV3
+from timm.utils import ModelEmaV3, random_seed
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
@@ -306,11 +306,11 @@ def train(cfg: dict[str, Any], run_dir: str | Path | None = None, resume: bool =
         if len(state["rng"]) != d.world:
             log.warning("resuming %d-process run with %d processes: augmentation randomness is re-seeded",
                         len(state["rng"]), d.world)
-            torch.manual_seed(seed + d.rank + step)
+            random_seed(seed + step, d.rank)
         else:
             set_rng_state(state["rng"][d.rank])
     else:
-        torch.manual_seed(seed + d.rank)
+        random_seed(seed, d.rank)  # torch, numpy (mixup) and python (RandAugment) generators, per rank
 
     net: nn.Module = DistributedDataParallel(model) if d.world > 1 else model
     if tcfg.get("compile"):

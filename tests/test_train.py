@@ -1,0 +1,173 @@
+"""Training: learning, fine-tuning from a zero head, exact resume, DDP equivalence, crash and NaN safety."""
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import vitlens
+from vitlens.train import TrainingDiverged, apply_overrides, build_model, list_checkpoints, load_config, load_state
+from vitlens.train import loop
+from vitlens.train.loop import lr_factor, train
+
+CHANCE = math.log(10)  # cross-entropy of a uniform guess over Fashion-MNIST's 10 classes
+
+
+def tiny(*overrides: str) -> dict:
+    """The demo recipe shrunk to seconds: a 2-layer 64-wide ViT on 7 x 7 patches, 512 training images."""
+    return load_config("fashion_vit", [
+        "model.embed_dim=64", "model.depth=2", "model.num_heads=2", "model.mlp_dim=128", "model.patch_size=7",
+        "model.representation_size=32", "data.subset=512", "data.eval_subset=1000", "train.batch_size=32",
+        "train.threads=1", "train.log_every=1", "train.eval=false", "schedule.warmup_steps=2", *overrides])
+
+
+def records(run_dir: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model.safetensors" if path.is_dir() else path))
+
+
+def test_lr_schedule_warmup_then_decay():
+    assert [lr_factor(s, 10, 4, "linear", 0.0) for s in (0, 3)] == [0.25, 1.0]
+    assert lr_factor(4, 10, 4, "cosine", 0.0) == 1.0 and lr_factor(10, 10, 4, "cosine", 0.1) == pytest.approx(0.1)
+    assert lr_factor(7, 10, 4, "linear", 0.0) == pytest.approx(0.5)
+    assert lr_factor(7, 10, 4, "cosine", 0.0) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))
+
+
+def test_tiny_pretrain_learns_then_finetunes_at_twice_the_resolution_from_a_zero_head(tmp_path):
+    cfg = tiny("train.steps=200", "data.subset=1024", "optim.lr=3e-3", "schedule.min_lr=3e-4", "optim.weight_decay=0",
+               "augment.label_smoothing=0", "augment.crop_padding=0", "augment.hflip=false", "train.eval=true",
+               "model.representation_size=null")
+    run = train(cfg, tmp_path / "pre")
+    final_eval = [r for r in records(run) if "eval_loss" in r][-1]  # on 1000 test images
+    assert final_eval["eval_loss"] < 0.6 * CHANCE and final_eval["eval_acc"] > 0.5  # chance: 2.30 and 0.10
+
+    start = build_model(dict(source=str(run), img_size=56), num_classes=10)
+    assert torch.count_nonzero(start.head.weight) == 0 and torch.count_nonzero(start.head.bias) == 0
+    assert start.grid_size == (8, 8) and start.pos_embed.shape == (1, 65, 64)
+    torch.testing.assert_close(start.pos_embed[:, :1], weights(run)["pos_embed"][:, :1], rtol=0, atol=0)
+    with_tanh_head = vitlens.VisionTransformer(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=16,
+                                               depth=1, num_heads=2, mlp_dim=32, representation_size=8)
+    vitlens.save_model(with_tanh_head, tmp_path / "tanh.safetensors")
+    start = build_model(dict(source=str(tmp_path / "tanh.safetensors")), num_classes=5)
+    assert isinstance(start.pre_logits, torch.nn.Identity) and start.head.weight.shape == (5, 16)  # whole head gone
+
+    ft = train(load_config("fashion_vit_ft", [f"model.source={run}", "model.img_size=56", "data.subset=256",
+                                                "train.steps=3", "train.batch_size=32", "train.log_every=1",
+                                                "train.eval=false", "train.threads=1", "train.ema_decay=null"]),
+               tmp_path / "ft")
+    # A zero head gives uniform logits: the first loss is exactly the chance level.
+    assert records(ft)[0]["loss"] == pytest.approx(CHANCE, abs=1e-6)
+    model = vitlens.load_model(ft)
+    assert model.img_size == (56, 56) and model.data_config["input_size"] == (1, 56, 56)
+
+
+def test_resume_is_bitwise_identical(tmp_path):
+    # Everything random at once: crop/flip/RandAugment (python RNG), mixup (numpy), dropout and drop-path
+    # (torch), plus EMA and gradient accumulation. 256 images / batch 32 = 8 steps per epoch; the run stops
+    # mid-epoch at step 5 and the second half crosses the epoch boundary.
+    cfg = tiny("data.subset=256", "train.steps=12", "train.ckpt_every=4", "train.keep_last=2",
+               "train.accum_steps=2", "train.ema_decay=0.9", "model.dropout=0.1", "model.drop_path=0.1",
+               "augment.rand_augment=rand-m9-mstd0.5", "augment.mixup=0.2", "augment.label_smoothing=0.1")
+    straight = train(cfg, tmp_path / "straight")
+    split = train(apply_overrides(cfg, ["train.stop_at=5"]), tmp_path / "split")
+    assert not (split / "model.safetensors").exists()
+    assert [p.name for p in list_checkpoints(split)] == ["step_00000004", "step_00000005"]
+    saved = yaml.safe_load((split / "config.yaml").read_text())
+    train(apply_overrides(saved, ["train.stop_at=null"]), split, resume=True)
+
+    a, b = weights(straight), weights(split)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [p.name for p in list_checkpoints(split)] == ["step_00000008", "step_00000012"]  # keep_last=2
+    sa, sb = load_state(list_checkpoints(straight)[-1]), load_state(list_checkpoints(split)[-1])
+    assert all(torch.equal(sa["ema"][k], sb["ema"][k]) for k in sa["ema"])
+    losses = lambda run: [(r["step"], r["loss"]) for r in records(run) if "loss" in r]  # noqa: E731
+    assert losses(straight) == losses(split)
+
+
+def test_ddp_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    cfg = tiny("train.steps=4", "augment.crop_padding=0", "augment.hflip=false")
+    config_file = tmp_path / "ddp.yaml"
+    config_file.write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "vitlens.cli", "pretrain", "--config", str(config_file), "--out", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = train(cfg, tmp_path / "single")
+    a, b = weights(single), weights(tmp_path / "ddp")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6, msg=k)
+    assert not torch.equal(a["head.weight"], torch.zeros_like(a["head.weight"]))  # it did train
+
+
+KILL_DURING_CHECKPOINT = """
+import sys, time, torch
+from pathlib import Path
+from vitlens.train import load_config, train
+config, run_dir, marker = sys.argv[1:]
+real_save, calls = torch.save, []
+
+def hanging_save(obj, f, *args, **kwargs):
+    calls.append(f)
+    if len(calls) == 2:  # the second checkpoint's state.pt: write part of it, tell the test, hang
+        Path(f).write_bytes(b"PK partial")
+        Path(marker).touch()
+        time.sleep(600)
+    real_save(obj, f, *args, **kwargs)
+
+torch.save = hanging_save
+train(load_config(config), run_dir)
+"""
+
+
+def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp_path):
+    cfg = tiny("train.steps=4", "train.ckpt_every=2")
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    marker, run = tmp_path / "writing", tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_DURING_CHECKPOINT, str(tmp_path / "cfg.yaml"), str(run),
+                             str(marker)], env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        deadline = time.time() + 240
+        while not marker.exists():
+            assert proc.poll() is None and time.time() < deadline, "the training process ended before step 4"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000002"]
+    model = vitlens.load_model(run)  # the run directory still loads: the last complete checkpoint
+    assert load_state(list_checkpoints(run)[0])["step"] == 2
+    reference = weights(list_checkpoints(run)[0])
+    assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
+    train(load_config(run / "config.yaml"), run, resume=True)  # and the run continues from it
+    assert [p.name for p in list_checkpoints(run)][-1] == "step_00000004" and (run / "model.safetensors").exists()
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real_build = loop.build_model
+
+    def poisoned_build(model_cfg, num_classes):  # the 3rd forward pass (step 3) returns NaN logits
+        model, calls = real_build(model_cfg, num_classes), []
+        model.register_forward_hook(lambda m, i, out: out * float("nan") if len(calls.append(0) or calls) == 3
+                                    else out)
+        return model
+
+    monkeypatch.setattr(loop, "build_model", poisoned_build)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"loss is nan .* at step 3.*Last good checkpoint: .*step_00000002"):
+        train(tiny("train.steps=6", "train.ckpt_every=2"), run)
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000002"] and not (run / "model.safetensors").exists()
+    model = vitlens.load_model(run)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
