@@ -100,6 +100,11 @@ class VisionTransformer(nn.Module):
         if isinstance(self.head, nn.Linear):  # official code: the head kernel starts at zero
             nn.init.zeros_(self.head.weight)
 
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameters timm's ``create_optimizer_v2`` keeps out of weight decay (with all biases and norms)."""
+        return {"pos_embed", "cls_token"}
+
     # ---- resolution -------------------------------------------------------------------------------
     def _checked_img_size(self, img_size: int | Sequence[int]) -> tuple[int, int]:
         size = _pair(img_size)
