@@ -31,4 +31,4 @@ if __name__ == "__main__":
     args = parser.parse_args()
     models = args.model or ["demo:vit-fashion", "demo:cnn-fashion"]
     sys.exit(main(["analyze", "bias", "probes", *[a for m in models for a in ("--model", m)], "--data", args.data,
-                   "--out", str(OUT)]))
+                   "--out", str(OUT), "--plotlyjs", "cdn"]))

@@ -22,4 +22,4 @@ STEPS, BATCH, EVAL_IMAGES = 400, 128, 5000
 if __name__ == "__main__":
     sys.exit(main(["analyze", "bias", "sweep", "--sizes", *map(str, SIZES), "--seeds", *map(str, SEEDS),
                    "--steps", str(STEPS), "--batch-size", str(BATCH), "--eval-subset", str(EVAL_IMAGES),
-                   "--threads", "2", "--out", str(OUT), *sys.argv[1:]]))
+                   "--threads", "2", "--out", str(OUT), "--plotlyjs", "cdn", *sys.argv[1:]]))

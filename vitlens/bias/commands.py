@@ -50,7 +50,6 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor
 
 def _probes(args: argparse.Namespace) -> int:
     from ..analysis.distance import attention_distance
-    from ..analysis.figures import write_outputs
     from ..analysis.inputs import prepare
     from ..models.loading import load_model
     from . import figures
@@ -100,13 +99,10 @@ def _probes(args: argparse.Namespace) -> int:
             r.pop("erf")  # H x W maps per layer: in the figure, too large for the JSON
         numbers["attention_distance"] = distances
     numbers.update(results)
-    for path in write_outputs(args.out, figs, numbers, png=not args.no_png):
-        print(path)
-    return 0
+    return _write(args, figs, numbers)
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from ..analysis.figures import write_outputs
     from .figures import sweep_figure
     from .sweep import run_sweep
 
@@ -115,11 +111,24 @@ def _sweep(args: argparse.Namespace) -> int:
                        eval_subset=args.eval_subset, runs_dir=args.runs_dir)
     title = (f"Fashion-MNIST test accuracy against training-set size<br><sup>same budget for both: {args.steps} steps "
              f"x batch {args.batch_size}; first N training images</sup>")
-    figure = sweep_figure(result["summary"], title, budget_images=args.steps * args.batch_size)
-    for path in write_outputs(args.out, {"sweep": figure}, result,
-                              png=not args.no_png):
+    return _write(args, {"sweep": sweep_figure(result["summary"], title, budget_images=args.steps * args.batch_size)},
+                  result)
+
+
+def _write(args: argparse.Namespace, figs: dict[str, Any], numbers: dict[str, Any]) -> int:
+    from ..analysis.figures import write_outputs
+
+    plotlyjs = True if args.plotlyjs == "inline" else args.plotlyjs
+    for path in write_outputs(args.out, figs, numbers, png=not args.no_png, plotlyjs=plotlyjs):
         print(path)
     return 0
+
+
+def _add_output_args(p: argparse.ArgumentParser, out: Path) -> None:
+    p.add_argument("--out", type=Path, default=out, help=f"output directory (default {out})")
+    p.add_argument("--no-png", action="store_true", help="write HTML and JSON only")
+    p.add_argument("--plotlyjs", choices=("directory", "cdn", "inline"), default="directory",
+                   help="plotly.js beside the HTML (offline), linked from its CDN, or inside each file")
 
 
 def register(analyze_subparsers: argparse._SubParsersAction) -> None:
@@ -146,8 +155,7 @@ def register(analyze_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the drop masks and shuffles")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--out", type=Path, default=Path("vitlens-analysis") / "bias")
-    p.add_argument("--no-png", action="store_true", help="write HTML and JSON only")
+    _add_output_args(p, Path("vitlens-analysis") / "bias")
     p.set_defaults(func=_probes)
 
     p = sub.add_parser("sweep", help="ViT vs CNN test accuracy against training-set size (same steps and batch)",
@@ -160,6 +168,5 @@ def register(analyze_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="CPU threads per run")
     p.add_argument("--eval-subset", type=int, help="test images scored (default all 10,000)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs/bias-sweep"))
-    p.add_argument("--out", type=Path, default=Path("vitlens-analysis") / "bias-sweep")
-    p.add_argument("--no-png", action="store_true", help="write HTML and JSON only")
+    _add_output_args(p, Path("vitlens-analysis") / "bias-sweep")
     p.set_defaults(func=_sweep)
