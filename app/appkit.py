@@ -2,8 +2,10 @@
 input, and download buttons. No analysis lives here: it calls vitlens.analysis and draws with its figures."""
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
+import io
 import json
 import os
 import threading
@@ -27,7 +29,7 @@ from vitlens.images import ImageError, model_view, open_image, preprocess
 
 PAPER_CHECKPOINT = "vit_base_patch16_224.orig_in21k_ft_in1k"
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
-DISPLAY_SIDE = 336  # pixels: maps are drawn over the model's view magnified to about this size
+DISPLAY_SIDE = 336  # pixels: small inputs (28 px) are magnified by whole factors up to about this size
 
 
 # ---- settings (set by `vitlens app` through the environment, so `streamlit run` and AppTest see them too) ---
@@ -229,15 +231,21 @@ def domain_note(model: nn.Module, inp: InputImage) -> None:
                    f"ImageNet-21k + 1k weights) in the sidebar when online.")
 
 
-def model_input(model: nn.Module, inp: InputImage) -> torch.Tensor:
+def model_input(source: str, inp: InputImage) -> torch.Tensor:
     """1 x C x H x W with the model's own eval transform."""
-    return preprocess(inp.image, model.data_config)
+    return _prepared(source, inp.digest, inp.image)[0]
 
 
-def view(model: nn.Module, inp: InputImage) -> torch.Tensor:
+def view(source: str, inp: InputImage) -> torch.Tensor:
     """3 x H x W in [0, 1]: what the model sees (same crop), magnified for drawing maps over it."""
-    scale = max(1, round(DISPLAY_SIDE / model.data_config["input_size"][1]))
-    return torch.from_numpy(model_view(inp.image, model.data_config, scale)).permute(2, 0, 1)
+    return _prepared(source, inp.digest, inp.image)[1]
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _prepared(source: str, digest: str, _image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+    config = load(source).data_config
+    scale = max(1, DISPLAY_SIDE // config["input_size"][1])
+    return preprocess(_image, config), torch.from_numpy(model_view(_image, config, scale)).permute(2, 0, 1)
 
 
 def top_k(logits: torch.Tensor, names: list[str], k: int = 5) -> pd.DataFrame:
@@ -282,9 +290,36 @@ def downloads(fig: go.Figure, name: str, numbers: Mapping[str, Any] | pd.DataFra
                               on_click="ignore")
 
 
+def _block_size(z: np.ndarray, axis: int) -> int:
+    """The largest k such that ``z`` repeats each entry k times along ``axis`` (a nearest-upsampled map), else 1."""
+    first = np.moveaxis(z, axis, 0)[:, 0]
+    runs = np.diff(np.flatnonzero(np.r_[True, first[1:] != first[:-1], True]))
+    return int(np.gcd.reduce(runs))
+
+
+def compact(fig: go.Figure) -> go.Figure:
+    """Lossless, smaller figures: image traces as embedded PNGs instead of pixel arrays, and heatmaps upsampled by
+    repetition (patch maps drawn at image size) back at their own grid with cells k pixels wide. Megabytes of
+    JSON numbers were most of the time between an upload and its figure in the browser."""
+    for trace in fig.data:
+        if trace.type == "image" and trace.z is not None:
+            buf = io.BytesIO()
+            Image.fromarray(np.asarray(trace.z, dtype=np.uint8)).save(buf, format="PNG", compress_level=1)
+            trace.update(z=None, source="data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
+        elif trace.type == "heatmap" and trace.x is None and trace.y is None and np.ndim(trace.z) == 2:
+            z = np.asarray(trace.z, dtype=float)
+            kh, kw = _block_size(z, 0), _block_size(z, 1)
+            small = z[::kh, ::kw]
+            if kh * kw > 1 and np.array_equal(np.repeat(np.repeat(small, kh, 0), kw, 1), z):
+                # cell j spans pixels [j k, (j + 1) k): its centre is at j k + (k - 1) / 2, as before
+                trace.update(z=small, x0=(kw - 1) / 2, dx=kw, y0=(kh - 1) / 2, dy=kh)
+    return fig
+
+
 def show(fig: go.Figure, name: str, numbers: Mapping[str, Any] | pd.DataFrame, key: str,
          on_select: Callable | str = "ignore", **kwargs: Any) -> Any:
     """A figure (its layout size kept, PNG from the toolbar too) followed by its download buttons."""
+    fig = compact(fig)
     event = st.plotly_chart(fig, width="content", key=key, on_select=on_select,
                             config={"toImageButtonOptions": {"filename": name, "scale": 2}}, **kwargs)
     downloads(fig, name, numbers, key)

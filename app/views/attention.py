@@ -18,10 +18,10 @@ if inp is None:
     st.stop()
 appkit.domain_note(model, inp)
 
-x = appkit.model_input(model, inp)
+x = appkit.model_input(source, inp)
 out = appkit.vit_forward(source, inp.digest, x)
 attentions, names = out["attentions"], appkit.class_names(model)
-shown = appkit.view(model, inp)
+shown = appkit.view(source, inp)
 prefix, grid, depth = model.num_prefix_tokens, model.grid_size, len(model.blocks)
 about = f"{source} on {inp.label}"
 

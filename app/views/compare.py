@@ -28,7 +28,7 @@ steps = st.select_slider("Deletion / insertion steps", [8, 16, 32], 16, key="cmp
                          help="Points on each curve; every point is one forward pass of the perturbed image.")
 ig_steps = 32
 
-xv, xc = appkit.model_input(vit, inp), appkit.model_input(cnn, inp)
+xv, xc = appkit.model_input(vit_source, inp), appkit.model_input(cnn_source, inp)
 logits_v = appkit.vit_forward(vit_source, inp.digest, xv)["logits"]
 logits_c = appkit.cnn_forward(cnn_source, inp.digest, xc)
 left, right = st.columns(2)
@@ -69,7 +69,7 @@ def curves_for(vit_source: str, cnn_source: str, digest: str, steps: int, _maps:
 
 
 maps = maps_for(vit_source, cnn_source, inp.digest, xv, xc)
-shown = appkit.view(vit, inp)
+shown = appkit.view(vit_source, inp)
 st.subheader("Maps (each for its model's top class)")
 fig = rollout_figure([shown], {name: m[None].clamp(min=0) for name, (_, _, m) in maps.items()},
                      f"ViT {vit_source} vs CNN {cnn_source} on {inp.label}")

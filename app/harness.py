@@ -1,0 +1,96 @@
+"""Run the app as `vitlens app` and drive it in Debian's chromium: shared by the browser test, the benchmark
+and the README screenshots (this is tooling around the app, not part of it)."""
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import skimage.data
+from PIL import Image
+from playwright.sync_api import Locator, Page
+
+CHROMIUM = dict(executable_path="/usr/bin/chromium",
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_app(*args: str, startup_s: float = 180) -> Iterator[str]:
+    """`vitlens app --headless` on a free port; yields its URL once it answers, stops it afterwards.
+
+    Args:
+        *args: more `vitlens app` options, e.g. ``"--model", "demo:vit-fashion"``.
+        startup_s: how long to wait for the server.
+    """
+    port = free_port()
+    vitlens = str(Path(sys.executable).parent / "vitlens")
+    log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: an unread pipe would fill and stall the server
+    proc = subprocess.Popen([vitlens, "app", "--headless", "--port", str(port), *args], stdout=log,
+                            stderr=subprocess.STDOUT, text=True)
+    url = f"http://localhost:{port}"
+    try:
+        deadline = time.monotonic() + startup_s
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"vitlens app exited with {proc.returncode}: {log.read()}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read() == b"ok":
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"vitlens app did not answer within {startup_s} s") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def photo(name: str, fmt: str = "PNG", *, file_name: str | None = None, seed: int | None = None) -> dict:
+    """A scikit-image sample as an upload for ``set_input_files``; ``seed`` changes one pixel (a new digest, so
+    the app's per-image cache misses)."""
+    arr = getattr(skimage.data, name)().copy()
+    if seed is not None:
+        arr[0, 0] = np.random.default_rng(seed).integers(0, 256, size=arr.shape[2:], dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return dict(name=file_name or f"{name}.{fmt.lower()}", mimeType=f"image/{fmt.lower()}", buffer=buf.getvalue())
+
+
+def open_upload(page: Page, url: str, page_path: str = "attention") -> None:
+    """Open a page and switch its image input to Upload."""
+    page.goto(f"{url}/{page_path}", timeout=180_000)
+    page.get_by_text("Upload", exact=True).first.click(timeout=180_000)  # the first run imports torch and co.
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").wait_for(state="attached")
+
+
+def upload(page: Page, file: dict) -> None:
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(file)
+
+
+def figure(page: Page, title: str, file_name: str) -> Locator:
+    """The Plotly figure whose title starts with ``title`` and names ``file_name`` (the image it was drawn for)."""
+    return page.locator(".js-plotly-plot", has_text=title).filter(has_text=file_name)
+
+
+def idle(page: Page, timeout_ms: float = 120_000) -> None:
+    """Wait until the app's script has finished its run (Streamlit's running indicator is gone)."""
+    page.wait_for_timeout(300)
+    page.locator("[data-testid='stStatusWidget']").wait_for(state="detached", timeout=timeout_ms)
