@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import hashlib
 import io
 import json
@@ -47,9 +48,7 @@ def runs_dir() -> Path:
 
 
 def default_vit() -> str:
-    demos = vitlens.list_demo_models()
-    return setting("MODEL") or ("demo:vit-fashion" if "vit-fashion" in demos else
-                                next((f"demo:{d}" for d in demos if "vit" in d), "demo:vit-fashion"))
+    return setting("MODEL") or "demo:vit-fashion"
 
 
 def default_cnn() -> str:
@@ -101,11 +100,16 @@ def class_names(model: nn.Module) -> list[str]:
     if n == 10 and in_chans(model) == 1:
         return list(FASHION_CLASSES)
     if n == 1000:
-        from timm.data import ImageNetInfo
-
-        info = ImageNetInfo()
-        return [info.index_to_description(i) for i in range(n)]
+        return imagenet_names()
     return [f"class {i}" for i in range(n)]
+
+
+@functools.cache
+def imagenet_names() -> list[str]:
+    from timm.data import ImageNetInfo  # timm ships the names: no download
+
+    info = ImageNetInfo()
+    return [info.index_to_description(i) for i in range(1000)]
 
 
 def knows_only_fashion(model: nn.Module) -> bool:

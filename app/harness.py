@@ -17,6 +17,7 @@ import numpy as np
 import skimage.data
 from PIL import Image
 from playwright.sync_api import Locator, Page
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 CHROMIUM = dict(executable_path="/usr/bin/chromium",
                 args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
@@ -91,6 +92,12 @@ def figure(page: Page, title: str, file_name: str) -> Locator:
 
 
 def idle(page: Page, timeout_ms: float = 120_000) -> None:
-    """Wait until the app's script has finished its run (Streamlit's running indicator is gone)."""
-    page.wait_for_timeout(300)
-    page.locator("[data-testid='stStatusWidget']").wait_for(state="detached", timeout=timeout_ms)
+    """Wait until the app's script has finished its run: Streamlit's running indicator has come (if the run had
+    not started yet) and gone, and no element is left faded from the previous run."""
+    running = page.locator("[data-testid='stStatusWidget']")
+    try:
+        running.wait_for(state="attached", timeout=5_000)
+    except PlaywrightTimeout:
+        pass  # the run had already ended
+    running.wait_for(state="detached", timeout=timeout_ms)
+    page.locator("[data-stale='true']").first.wait_for(state="detached", timeout=timeout_ms)

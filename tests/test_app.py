@@ -6,11 +6,11 @@ import io
 from pathlib import Path
 
 import numpy as np
-import pytest
 import skimage.data
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+import vitlens
 from vitlens.data.fashion_mnist import CLASSES as FASHION_CLASSES
 
 MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
@@ -57,12 +57,33 @@ def figures(at: AppTest) -> int:
 
 def test_model_page_describes_the_default_model():
     at = open_page("model")
-    assert at.sidebar.selectbox(key="bundled").value.startswith(("demo:", "/"))
+    assert at.sidebar.selectbox(key="bundled").value == "demo:vit-fashion"
     assert [m.label for m in at.metric] == ["Kind", "Parameters", "Input", "Classes"]
-    assert at.metric[0].value == "ViT"
+    assert at.metric[0].value == "ViT" and at.metric[2].value == "1 x 28 x 28"
     at.sidebar.radio(key="source_kind").set_value("Runs folder")
     ok(at.run())
     assert any("No runs or checkpoints" in i.value for i in at.sidebar.info)
+
+
+def test_model_picker_runs_folder_and_timm_name(tmp_path, monkeypatch):
+    run = tmp_path / "runs" / "my-cnn"
+    run.mkdir(parents=True)
+    vitlens.save_model(vitlens.create_cnn("resnet18", in_chans=1, num_classes=10, img_size=28, small_input=True,
+                                          channels=(8, 16, 32, 64)), run / "model.safetensors")
+    monkeypatch.setenv("VITLENS_APP_RUNS_DIR", str(tmp_path / "runs"))
+    at = open_page("model")
+    at.sidebar.radio(key="source_kind").set_value("Runs folder")
+    ok(at.run())
+    assert at.sidebar.selectbox(key="run_source").value == str(run)
+    assert at.metric[0].value == "CNN"
+    at.switch_page("views/attention.py")
+    at.run()
+    assert not at.exception and "is a CNN" in at.warning[0].value  # ViT pages say so and stop
+    at.switch_page("views/model.py")
+    at.sidebar.radio(key="source_kind").set_value("timm (online)")
+    at.sidebar.text_input(key="timm_name").set_value("vit_no_such_model_p99")
+    at.run()
+    assert not at.exception and "timm has no model 'vit_no_such_model_p99'" in at.error[0].value
 
 
 def test_attention_page_every_control():
