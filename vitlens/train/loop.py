@@ -267,7 +267,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path | None = None, resume: bool =
     loader_gen = torch.Generator()  # the loader's own generator, so creating an iterator never touches the global RNG
     loader = DataLoader(train_ds, batch_size=micro, sampler=sampler, drop_last=True, generator=loader_gen,
                         num_workers=_workers(data_cfg.get("workers", "auto"), data_cfg["dataset"], d.device, d.world),
-                        pin_memory=d.device.type == "cuda", persistent_workers=False)
+                        pin_memory=d.device.type == "cuda")
     steps_per_epoch = sampler.num_samples // (micro * accum)
     if steps_per_epoch == 0:
         raise ValueError(f"the training set ({len(train_ds)} items) is smaller than one global batch ({batch})")

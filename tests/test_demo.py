@@ -1,0 +1,68 @@
+"""The bundled demo models: small, offline, float32, and as accurate on the full test set as their cards say.
+
+The accuracy is recomputed here independently of the training code: raw IDX pixels, PIL resize, manual
+normalisation, argmax.
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vitlens import list_demo_models, load_model
+from vitlens.data import read_idx
+from vitlens.data.fashion_mnist import locate
+from vitlens.models.loading import WEIGHTS_DIR
+
+DEMOS = ("vit-fashion", "cnn-fashion", "vit-fashion-ft")
+REQUIRED = {"vit-fashion": 0.910, "cnn-fashion": 0.930}  # issue 3; the fine-tune must match its parent
+
+
+def card(name: str) -> dict:
+    return json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def test_set() -> tuple[np.ndarray, np.ndarray]:
+    images, labels = locate("test")
+    return read_idx(images), read_idx(labels).astype(np.int64)
+
+
+def accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
+    cfg = model.data_config
+    _, height, width = cfg["input_size"]
+    resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}[cfg["interpolation"]]
+    correct = 0
+    with torch.inference_mode():
+        for start in range(0, len(images), 500):
+            batch = [np.asarray(Image.fromarray(img).resize((width, height), resample)) if img.shape != (height, width)
+                     else img for img in images[start:start + 500]]
+            x = (torch.from_numpy(np.stack(batch)).float()[:, None] / 255 - cfg["mean"][0]) / cfg["std"][0]
+            correct += (model(x).argmax(-1).numpy() == labels[start:start + 500]).sum()
+    return correct / len(images)
+
+
+def test_all_demos_are_bundled_small_and_carded():
+    assert set(DEMOS) <= set(list_demo_models())
+    for name in DEMOS:
+        assert (WEIGHTS_DIR / f"{name}.safetensors").stat().st_size < 8 * 2**20
+        c = card(name)
+        assert c["test_images"] == 10000 and c["command"] and c["training_time_s"] > 0 and c["machine"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", DEMOS)
+def test_demo_reaches_its_stated_accuracy_on_the_full_test_set(name, test_set):
+    model = load_model(f"demo:{name}")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert model.data_config["input_size"][0] == 1 and model.data_config["input_size"][1] >= 28
+    acc = accuracy(model, *test_set)
+    assert acc == pytest.approx(card(name)["test_accuracy"], abs=1e-4)
+
+
+@pytest.mark.parametrize("name", DEMOS)
+def test_demo_meets_the_issue_target(name):
+    stated = card(name)["test_accuracy"]
+    target = REQUIRED.get(name) or card(card(name)["parent"].removeprefix("demo:"))["test_accuracy"]
+    assert stated >= target, f"demo:{name} reaches {stated:.4f}, the target is {target:.4f}"
