@@ -143,7 +143,8 @@ def model_picker() -> str:
     kind = st.sidebar.radio("Source", ["Bundled", "timm (online)", "Runs folder"], key="source_kind",
                             horizontal=True)
     if kind == "Bundled":
-        source = st.sidebar.selectbox("Bundled model (offline, Fashion-MNIST)", options, key="bundled")
+        source = st.sidebar.selectbox("Bundled model (offline, Fashion-MNIST)", options, index=options.index(first),
+                                      key="bundled")
     elif kind == "timm (online)":
         name = st.sidebar.text_input("timm model name", PAPER_CHECKPOINT, key="timm_name",
                                      help="The paper's original weights need the full tag, e.g. "

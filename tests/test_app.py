@@ -55,7 +55,8 @@ def figures(at: AppTest) -> int:
     return len(at.get("plotly_chart"))
 
 
-def test_model_page_describes_the_default_model():
+def test_model_page_describes_the_default_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITLENS_APP_RUNS_DIR", str(tmp_path))  # an empty runs folder
     at = open_page("model")
     assert at.sidebar.selectbox(key="bundled").value == "demo:vit-fashion"
     assert [m.label for m in at.metric] == ["Kind", "Parameters", "Input", "Classes"]
@@ -80,7 +81,7 @@ def test_model_picker_runs_folder_and_timm_name(tmp_path, monkeypatch):
     at.run()
     assert not at.exception and "is a CNN" in at.warning[0].value  # ViT pages say so and stop
     at.switch_page("views/model.py")
-    at.sidebar.radio(key="source_kind").set_value("timm (online)")
+    at.sidebar.radio(key="source_kind").set_value("timm (online)").run()
     at.sidebar.text_input(key="timm_name").set_value("vit_no_such_model_p99")
     at.run()
     assert not at.exception and "timm has no model 'vit_no_such_model_p99'" in at.error[0].value
@@ -206,8 +207,8 @@ def test_compare_page_every_control():
 
 def test_probe_page_every_control():
     at = open_page("probe")
-    at.select_slider(key="probe_train").set_value(500)
-    at.select_slider(key="probe_test").set_value(250)
+    at.select_slider(key="probe_train").set_value(250)
+    at.select_slider(key="probe_test").set_value(100)
     at.multiselect(key="probe_shots").set_value([1, 5])
     ok(at.button(key="probe_run").click().run())
     assert figures(at) == 2

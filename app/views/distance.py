@@ -14,7 +14,7 @@ import appkit
 from vitlens.analysis import attention_distance, prepare
 from vitlens.analysis.figures import distance_figure
 from vitlens.bias import erf_probe
-from vitlens.images import ImageError, open_image
+from vitlens.images import MAX_BYTES, ImageError, open_image
 
 st.title("Attention distance")
 source, model = appkit.current_model()
@@ -28,6 +28,9 @@ def zip_images(data: bytes, size: int) -> tuple[torch.Tensor, list[str]]:
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         for info in zf.infolist()[:512]:
             if info.is_dir():
+                continue
+            if info.file_size > MAX_BYTES:  # checked before decompressing: a zip bomb never reaches memory
+                skipped.append(f"{info.filename} is {info.file_size / 2**20:.0f} MB uncompressed")
                 continue
             try:
                 img = open_image(zf.read(info), name=info.filename).resize((size, size))

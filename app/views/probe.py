@@ -11,8 +11,8 @@ st.write("Frozen features of every layer (ViT: class token; CNN: pooled stage) i
          "Fashion-MNIST, and the paper's closed-form few-shot regression (section 4.1).")
 vit_source, _ = appkit.current_model()
 c1, c2, c3 = st.columns(3)
-n_train = c1.select_slider("Training images", [500, 1000, 2000, 5000], 1000, key="probe_train")
-n_test = c2.select_slider("Test images", [250, 500, 1000], 500, key="probe_test")
+n_train = c1.select_slider("Training images", [250, 1000, 2000, 5000], 1000, key="probe_train")
+n_test = c2.select_slider("Test images", [100, 500, 1000], 500, key="probe_test")
 shots = c3.multiselect("Few-shot (per class)", [1, 5, 10, 25], [1, 5, 10, 25], key="probe_shots")
 sources = {"ViT": vit_source, "CNN": st.text_input("CNN", appkit.default_cnn(), key="probe_cnn")}
 
