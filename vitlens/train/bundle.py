@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -20,14 +21,15 @@ from ..models.loading import WEIGHTS_DIR, load_model, model_metadata, save_model
 from .loop import Dist, build_eval_loader, evaluate
 
 
-def machine() -> str:
-    """CPU model, cores and GPU (if any) of this machine."""
+def machine(threads: int | None) -> str:
+    """CPU model, cores, the threads the run used, and the GPU (if any) of this machine."""
     try:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration):
         cpu = platform.processor() or platform.machine()
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {torch.get_num_threads()} of {__import__('os').cpu_count()} cores, {gpu}, torch {torch.__version__}"
+    used = f"{threads} thread(s)" if threads else "torch's default threads"
+    return f"{cpu} CPU, {os.cpu_count()} cores ({used}), {gpu}, torch {torch.__version__}"
 
 
 def bundle_demo(run_dir: str | Path, name: str, command: str, seconds: float, parent: str | None = None,
@@ -41,7 +43,7 @@ def bundle_demo(run_dir: str | Path, name: str, command: str, seconds: float, pa
     card = dict(
         name=f"demo:{name}", test_accuracy=round(result["acc"], 4), test_loss=round(result["loss"], 4),
         test_images=result["count"], parent=parent, command=command, training_time_s=round(seconds),
-        machine=machine(), date=time.strftime("%Y-%m-%d"),
+        machine=machine(cfg["train"].get("threads")), date=time.strftime("%Y-%m-%d"),
         data=dict(dataset=cfg["data"]["dataset"], train="the 60,000 training images", test=(
             "the 10,000 test images; the per-epoch test evaluations in metrics.jsonl were monitoring only: the final "
             "weights are used, no model selection"), files="IDX files of the Debian package dataset-fashion-mnist"),
