@@ -30,6 +30,8 @@ def test_rollout_equals_per_sample_loop(fusion, fuse):
     for b in range(2):
         np.testing.assert_allclose(got[b].numpy(), paper_rollout(attn, b, fuse), atol=1e-6)
     torch.testing.assert_close(got.sum(-1), torch.ones(2, 10, dtype=got.dtype), atol=1e-6, rtol=0)
+    for layer in attn:  # each re-normalised layer on its own is row-stochastic too
+        torch.testing.assert_close(attention_rollout([layer], head_fusion=fusion).sum(-1), torch.ones(2, 10))
 
 
 def test_start_layer_skips_layers():

@@ -15,7 +15,7 @@ from ..capture import capture
 from ..models.vit import VisionTransformer
 from . import figures
 from .cka import layer_similarity
-from .distance import attention_distance
+from .distance import attention_distance, patch_distances
 from .features import dataset_features
 from .filters import patch_embedding_components
 from .heads import head_maps
@@ -157,9 +157,11 @@ def _distance(args: argparse.Namespace) -> int:
     res = attention_distance(model, loader, include_cls=args.include_cls, renormalize=not args.no_renormalize)
     title = _title(f"Mean attention distance per head (P = {model.patch_size} px, grid {model.grid_size})",
                    args, model, data)
-    return _finish(args, {"attention_distance": figures.distance_figure(res["mean"], title, res["std"])}, dict(
+    uniform = patch_distances(model.grid_size, model.patch_size).mean().item()  # every query looks everywhere
+    fig = figures.distance_figure(res["mean"], title, res["std"], uniform)
+    return _finish(args, {"attention_distance": fig}, dict(
         data=data, patch_size=model.patch_size, grid=model.grid_size, include_cls=args.include_cls,
-        renormalize=not args.no_renormalize, **res))
+        renormalize=not args.no_renormalize, uniform_attention_distance=uniform, **res))
 
 
 def _posembed(args: argparse.Namespace) -> int:

@@ -121,13 +121,15 @@ def heads_figure(image: torch.Tensor, maps: torch.Tensor, title: str, wrap: int 
     return _layout(fig, title, width=max(230 * cols + 110, 760), height=220 * rows)
 
 
-def distance_figure(mean: torch.Tensor, title: str, std: torch.Tensor | None = None) -> go.Figure:
+def distance_figure(mean: torch.Tensor, title: str, std: torch.Tensor | None = None,
+                    uniform: float | None = None) -> go.Figure:
     """Paper Fig. 7 right: mean attention distance (pixels) of every head against network depth (layer).
 
     Args:
         mean: L x H distances.
         title: which model, which data, how many images.
         std: L x H spread over images, drawn as error bars.
+        uniform: the distance of uniform attention over the grid, drawn as a dashed reference line.
     """
     L, H = mean.shape
     fig = go.Figure()
@@ -135,6 +137,9 @@ def distance_figure(mean: torch.Tensor, title: str, std: torch.Tensor | None = N
         fig.add_trace(go.Scatter(
             x=np.arange(1, L + 1), y=mean[:, h].numpy(), mode="markers", name=f"head {h}",
             error_y=dict(array=std[:, h].numpy(), thickness=0.8, width=2) if std is not None else None))
+    if uniform is not None:
+        fig.add_hline(y=uniform, line_dash="dash", line_color="gray", annotation_text="uniform attention",
+                      annotation_position="bottom right")
     fig.update_xaxes(dtick=1)
     return _layout(fig, title, 760, 480, xaxis_title="Network depth (layer)",
                    yaxis_title="Mean attention distance (pixels)", legend=dict(font=dict(size=9)))
