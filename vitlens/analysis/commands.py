@@ -74,7 +74,7 @@ def _images(args: argparse.Namespace, model: nn.Module) -> tuple[list[torch.Tens
     if args.data:
         loader, desc = _loader(args.data, model, args, limit=args.num_images)
         images = [x for batch, _ in loader for x in batch][:args.num_images]
-        return images, [f"#{i}" for i in range(len(images))], desc
+        return images, [f"{desc.split(',')[0].replace(' ', '_')}_{i}" for i in range(len(images))], desc
     names = args.image or list(SAMPLE_PHOTOS)
     images = [sample_photo(n) if n in SAMPLE_PHOTOS and not Path(n).exists() else load_image(n) for n in names]
     return images, [Path(n).stem for n in names], "photos " + ", ".join(Path(n).stem for n in names)

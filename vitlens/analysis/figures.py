@@ -22,6 +22,18 @@ log = logging.getLogger("vitlens")
 TOP_MARGIN = 170  # room for a title of up to four lines (what, model, data, caveat)
 
 
+def _image_trace(pixels: np.ndarray, name: str = "") -> go.Image:
+    """An H x W x 3 uint8 image as an embedded PNG (a few kB in the HTML, not a list of every pixel value)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return go.Image(source="data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(), name=name)
+
+
 def _rgb(image: torch.Tensor) -> np.ndarray:
     """C x H x W in [0, 1] (1 or 3 channels) to H x W x 3 uint8."""
     arr = image.detach().float().clamp(0, 1).cpu().numpy()
@@ -67,10 +79,6 @@ def _keep_aspect(fig: go.Figure, row: int, col: int, cols: int) -> None:
     fig.update_xaxes(constrain="domain", row=row, col=col)
 
 
-def _resized(heat: torch.Tensor, size: Sequence[int]) -> np.ndarray:
-    return torch.nn.functional.interpolate(heat[None, None].float(), size=tuple(size), mode="nearest")[0, 0].numpy()
-
-
 def rollout_figure(images: Sequence[torch.Tensor], maps: Mapping[str, torch.Tensor], title: str,
                    row_labels: Sequence[str] | None = None) -> go.Figure:
     """One row per image: the input, each map as the paper's alpha mask, and the first map as a heatmap.
@@ -86,11 +94,11 @@ def rollout_figure(images: Sequence[torch.Tensor], maps: Mapping[str, torch.Tens
     fig = make_subplots(rows=len(images), cols=len(cols), horizontal_spacing=0.01, vertical_spacing=0.03,
                         subplot_titles=[c if r == 0 else "" for r in range(len(images)) for c in cols])
     for r, image in enumerate(images, start=1):
-        fig.add_trace(go.Image(z=_rgb(image), name="input"), row=r, col=1)
+        fig.add_trace(_image_trace(_rgb(image), "input"), row=r, col=1)
         for c, name in enumerate(names, start=2):
-            fig.add_trace(go.Image(z=alpha_mask(image, maps[name][r - 1]), name=name), row=r, col=c)
+            fig.add_trace(_image_trace(alpha_mask(image, maps[name][r - 1]), name), row=r, col=c)
         heat = maps[names[0]][r - 1]
-        fig.add_trace(go.Heatmap(z=_resized(heat / heat.max(), image.shape[-2:]), colorscale="Inferno",
+        fig.add_trace(go.Heatmap(z=(heat / heat.max()).numpy(), colorscale="Inferno",
                                  showscale=r == 1, zmin=0, zmax=1, colorbar=dict(title="map / max")),
                       row=r, col=len(cols))
         _keep_aspect(fig, r, len(cols), len(cols))
@@ -108,10 +116,10 @@ def heads_figure(image: torch.Tensor, maps: torch.Tensor, title: str, wrap: int 
     cols, rows = min(wrap, n), math.ceil(n / wrap)
     fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.01, vertical_spacing=0.06,
                         subplot_titles=["input"] + [f"head {h}" for h in range(maps.shape[0])])
-    fig.add_trace(go.Image(z=_rgb(image)), row=1, col=1)
+    fig.add_trace(_image_trace(_rgb(image), "input"), row=1, col=1)
     for h in range(maps.shape[0]):
         m = maps[h] / maps[h].max() if maps[h].max() > 0 else maps[h]
-        fig.add_trace(go.Heatmap(z=_resized(m, image.shape[-2:]), colorscale="Viridis", zmin=0, zmax=1,
+        fig.add_trace(go.Heatmap(z=m.numpy(), colorscale="Viridis", zmin=0, zmax=1,
                                  showscale=h == 0, colorbar=dict(title="attention / max")),
                       row=(h + 1) // cols + 1, col=(h + 1) % cols + 1)
         _keep_aspect(fig, (h + 1) // cols + 1, (h + 1) % cols + 1, cols)
