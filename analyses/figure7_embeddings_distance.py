@@ -18,12 +18,14 @@ def main() -> None:
     parser.add_argument("--model", nargs="+", default=["demo:vit-fashion", "demo:vit-fashion-ft"])
     parser.add_argument("--data", default="fashion_mnist:test:128", help="dataset SPEC for attention distance")
     parser.add_argument("--data-dir", help="where the dataset's files are")
+    parser.add_argument("--resize", default="40", help="also show position similarity interpolated to this size "
+                        "(40: the resolution demo:vit-fashion-ft was fine-tuned at)")
     args = parser.parse_args()
     data = ["--data", args.data] + (["--data-dir", args.data_dir] if args.data_dir else [])
     for model in args.model:
         out = RESULTS / "figure7" / slug(model)
         analyze("filters", model, out)
-        analyze("posembed", model, out)
+        analyze("posembed", model, out, "--img-size", args.resize)
         analyze("distance", model, out, *data, "--limit", "128")
 
 

@@ -167,7 +167,7 @@ def _distance(args: argparse.Namespace) -> int:
 def _posembed(args: argparse.Namespace) -> int:
     model = _load(args.model, torch.device("cpu"), need_vit=True)
     figs, numbers = {}, {}
-    for size in [None] + (args.img_size or []):
+    for size in [None] + [s for s in args.img_size or [] if (s, s) != model.img_size]:
         m = model
         if size is not None:
             m = copy.deepcopy(model)
