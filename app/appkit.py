@@ -2,11 +2,9 @@
 input, and download buttons. No analysis lives here: it calls vitlens.analysis and draws with its figures."""
 from __future__ import annotations
 
-import base64
 import copy
 import functools
 import hashlib
-import io
 import json
 import os
 import threading
@@ -295,37 +293,11 @@ def downloads(fig: go.Figure, name: str, numbers: Mapping[str, Any] | pd.DataFra
                               on_click="ignore")
 
 
-def _block_size(z: np.ndarray, axis: int) -> int:
-    """The largest k such that ``z`` repeats each entry k times along ``axis`` (a nearest-upsampled map), else 1."""
-    first = np.moveaxis(z, axis, 0)[:, 0]
-    runs = np.diff(np.flatnonzero(np.r_[True, first[1:] != first[:-1], True]))
-    return int(np.gcd.reduce(runs))
-
-
-def compact(fig: go.Figure) -> go.Figure:
-    """Lossless, smaller figures: image traces as embedded PNGs instead of pixel arrays, and heatmaps upsampled by
-    repetition (patch maps drawn at image size) back at their own grid with cells k pixels wide. Megabytes of
-    JSON numbers were most of the time between an upload and its figure in the browser."""
-    for trace in fig.data:
-        if trace.type == "image" and trace.z is not None:
-            buf = io.BytesIO()
-            Image.fromarray(np.asarray(trace.z, dtype=np.uint8)).save(buf, format="PNG", compress_level=1)
-            trace.update(z=None, source="data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
-        elif trace.type == "heatmap" and trace.x is None and trace.y is None and np.ndim(trace.z) == 2:
-            z = np.asarray(trace.z, dtype=float)
-            kh, kw = _block_size(z, 0), _block_size(z, 1)
-            small = z[::kh, ::kw]
-            if kh * kw > 1 and np.array_equal(np.repeat(np.repeat(small, kh, 0), kw, 1), z):
-                # cell j spans pixels [j k, (j + 1) k): its centre is at j k + (k - 1) / 2, as before
-                trace.update(z=small, x0=(kw - 1) / 2, dx=kw, y0=(kh - 1) / 2, dy=kh)
-    return fig
-
-
 def show(fig: go.Figure, name: str, numbers: Mapping[str, Any] | pd.DataFrame, key: str,
          on_select: Callable | str = "ignore", **kwargs: Any) -> Any:
     """A figure (its layout size kept, PNG from the toolbar too) followed by its download buttons."""
-    fig = compact(fig)
-    event = st.plotly_chart(fig, width="content", key=key, on_select=on_select,
+    # theme=None: the figure as vitlens.analysis.figures draws it (and as its PNG export looks)
+    event = st.plotly_chart(fig, width="content", key=key, on_select=on_select, theme=None,
                             config={"toImageButtonOptions": {"filename": name, "scale": 2}}, **kwargs)
     downloads(fig, name, numbers, key)
     return event

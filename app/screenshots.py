@@ -29,7 +29,8 @@ def shoot(page: Page, url: str, path: str, image_choice: str | None, height: int
     if image_choice:
         page.get_by_text(image_choice, exact=True).first.click(timeout=180_000)
         idle(page, 300_000)
-    page.wait_for_timeout(1500)  # plotly draws after the run ends
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(6000)  # plotly draws its heatmaps after the run ends, slowly on a busy machine
     page.screenshot(path=out)
     print(f"wrote {out}")
 

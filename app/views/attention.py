@@ -44,15 +44,12 @@ with right:
                                         num_prefix_tokens=prefix), grid, prefix)
     fig = rollout_figure([shown], {"rollout": rollout}, f"Attention rollout: {about}")
     # clickable patch centres over the heatmap (Plotly selection events need points, not heatmap cells)
-    side_h, side_w = shown.shape[-2:]
     rows, cols = np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), indexing="ij")
-    fig.add_trace(go.Scatter(x=((cols.ravel() + 0.5) * side_w / grid[1]), y=((rows.ravel() + 0.5) * side_h / grid[0]),
-                             mode="markers", marker=dict(size=max(4, 300 // grid[1]), opacity=0.01, color="white"),
-                             hovertemplate="patch (%{customdata[0]}, %{customdata[1]})<extra>click</extra>",
-                             customdata=np.stack([rows.ravel(), cols.ravel()], 1), showlegend=False), row=1, col=3)
-    fig.update_xaxes(range=[-0.5, side_w - 0.5], row=1, col=3)  # the markers must not widen the heatmap's axes
-    fig.update_yaxes(range=[side_h - 0.5, -0.5], row=1, col=3)
-    fig.update_layout(height=420, margin=dict(t=90))
+    fig.add_trace(go.Scatter(x=cols.ravel(), y=rows.ravel(), mode="markers",
+                             marker=dict(size=max(4, 200 // grid[1]), opacity=0.01, color="white"),
+                             hovertemplate="patch (%{y}, %{x})<extra>click</extra>", showlegend=False), row=1, col=3)
+    fig.update_xaxes(range=[-0.5, grid[1] - 0.5], row=1, col=3)  # the markers must not widen the heatmap's axes
+    fig.update_yaxes(range=[grid[0] - 0.5, -0.5], row=1, col=3)
     event = appkit.show(fig, "rollout", pd.DataFrame(rollout[0].numpy()), "rollout_fig", on_select="rerun",
                         selection_mode="points")
     st.caption("Left to right: the model's view of the image, rollout as the paper draws it (map / max as an alpha "
@@ -78,7 +75,6 @@ def grad_map(source: str, digest: str, target: int, _x: torch.Tensor) -> torch.T
 relevance = grad_map(source, inp.digest, target, x)
 fig = rollout_figure([shown], {f"gradient rollout, class {names[target]}": relevance},
                      f"Gradient rollout: {about}")
-fig.update_layout(height=420, margin=dict(t=90))
 appkit.show(fig, "gradient_rollout", pd.DataFrame(relevance[0].numpy()), "grad_fig")
 
 # ---- every head of one layer ----------------------------------------------------------------------------------

@@ -73,7 +73,6 @@ shown = appkit.view(vit_source, inp)
 st.subheader("Maps (each for its model's top class)")
 fig = rollout_figure([shown], {name: m[None].clamp(min=0) for name, (_, _, m) in maps.items()},
                      f"ViT {vit_source} vs CNN {cnn_source} on {inp.label}")
-fig.update_layout(height=380, margin=dict(t=90))
 appkit.show(fig, "vit_vs_cnn_maps", {name: m for name, (_, _, m) in maps.items()}, "maps_fig")
 st.caption("Alpha masks (positive part of each map / its max). Rollout, gradient rollout and Grad-CAM are coarse "
            "(patch grid or last stage); Integrated Gradients is per pixel, summed over channels.")
