@@ -3,7 +3,7 @@ targets at 1/5/10/25 shots (5 random draws each) and a logistic-regression probe
 and the CNN; plus the layer-by-layer CKA between them.
 
 Offline (bundled models, Fashion-MNIST):   python analyses/fewshot.py
-Online, with the paper's checkpoint and a BiT ResNet (an ImageFolder at DIR/{train,val}/<class>/*.jpg):
+Online, with the paper's checkpoint and a BiT ResNet (an ImageFolder at DIR/{train,test}/<class>/*.jpg):
     python analyses/fewshot.py --vit timm:vit_base_patch16_224.orig_in21k_ft_in1k \\
         --cnn timm:resnetv2_50x1_bit.goog_in21k_ft_in1k --data folder --data-dir DIR
 """
