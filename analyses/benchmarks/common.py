@@ -27,13 +27,16 @@ def machine() -> str:
 
 
 def interleaved_min(fns: dict[str, Callable[[], None]], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
-    """Seconds per call for each function, run in turns (a, b, a, b, ...) so drift hits both; min of repeats."""
+    """Seconds per call for each function, run in turns so drift hits all; min of repeats.
+
+    The order alternates (a b, b a, a b, ...): under a shared CPU the first of a pair is systematically
+    luckier or unluckier, and a fixed order turns that into a bias of several percent."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     best = {k: float("inf") for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
+    for r in range(repeats):
+        for k, fn in (list(fns.items()) if r % 2 == 0 else list(fns.items())[::-1]):
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             t = time.perf_counter()
@@ -47,6 +50,8 @@ def interleaved_min(fns: dict[str, Callable[[], None]], repeats: int = 5, warmup
 def write_result(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), "date": time.strftime("%Y-%m-%d"), **payload}, indent=2) + "\n")
+    # The 1-minute load average says how much else the machine was doing: above the core count, ratios are noisy.
+    meta = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "load_average_1min": os.getloadavg()[0]}
+    path.write_text(json.dumps({**meta, **payload}, indent=2) + "\n")
     print(f"wrote {path}")
     return path
