@@ -2,6 +2,7 @@
 
     python analyses/bias_probes.py                      # demo:vit-fashion against demo:cnn-fashion
     python analyses/bias_probes.py --model A --model B  # any two load_model sources
+    (500 test images for occlusion, 128 for translation, 32 for the ERF: a few minutes on 2 CPU cores)
 
 The same probes on the paper's own checkpoints (online; ImageNet val as an ImageFolder tree val/<wnid>/*.JPEG;
 the BiT ResNet runs at its own 448 x 448, the ViT at 224, PatchDrop on 16 x 16 patches for both):
@@ -27,8 +28,9 @@ OUT = Path(__file__).resolve().parent / "results" / "bias"
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", help="load_model sources (default: the two demo models)")
-    parser.add_argument("--data", default="fashion_mnist:test:1000")
-    args = parser.parse_args()
+    parser.add_argument("--data", default="fashion_mnist:test:500")
+    args, extra = parser.parse_known_args()  # anything else goes to `vitlens analyze bias probes`
     models = args.model or ["demo:vit-fashion", "demo:cnn-fashion"]
     sys.exit(main(["analyze", "bias", "probes", *[a for m in models for a in ("--model", m)], "--data", args.data,
-                   "--out", str(OUT), "--plotlyjs", "cdn"]))
+                   "--out", str(OUT), "--plotlyjs", "cdn", "--translation-images", "128", "--erf-images", "32",
+                   *extra]))
