@@ -78,10 +78,10 @@ st.caption("Alpha masks (positive part of each map / its max). Rollout, gradient
            "(patch grid or last stage); Integrated Gradients is per pixel, summed over channels.")
 
 curves = curves_for(vit_source, cnn_source, inp.digest, steps, maps, xv, xc)
-fig = make_subplots(rows=1, cols=2, subplot_titles=["Deletion (lower AUC is better)", "Insertion (higher is better)"])
+fig = make_subplots(rows=1, cols=2, subplot_titles=["Deletion (lower AUC is better)", "Insertion (higher AUC is better)"])
 for key, c in curves.items():
     name, mode = key.rsplit(" ", 1)
-    fig.add_trace(go.Scatter(x=c["fractions"], y=c["scores"], mode="lines", name=f"{name} ({c['auc']:.3f})",
+    fig.add_trace(go.Scatter(x=c["fractions"], y=c["scores"], mode="lines", name=name,
                              legendgroup=name, showlegend=mode == "deletion"), row=1, col=1 if mode == "deletion" else 2)
 fig.update_xaxes(title_text="fraction of pixels")
 fig.update_yaxes(title_text="probability of the class", range=[0, 1])
