@@ -32,7 +32,7 @@ test: venv system-deps
 app: venv
 	$(VENV)/bin/vitlens app
 
-bench: venv
+bench: venv system-deps
 	@for script in analyses/benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:
