@@ -5,7 +5,8 @@ size; writes analyses/results/bias/sweep.{json,html,png}.
     python analyses/bias_sweep.py --redraw   # only redraw the figure from sweep.json
 
 Budget rule: every run, whatever its size or architecture, takes the same number of AdamW steps of the same batch
-(the packaged recipes; warm-up 10 % of the steps). Each seed runs in its own single-threaded process, which on a
+(the packaged recipes; warm-up 10 % of the steps). The committed results took 28 minutes of wall time on a
+2-core CPU shared with other jobs. Each seed runs in its own single-threaded process, which on a
 2-core CPU is faster than one process with two threads for models this small. Points already in a seed's JSON are
 kept, so an interrupted sweep continues where it stopped. The same sweep in one process:
 ``vitlens analyze bias sweep --sizes 1000 3000 10000 30000 60000 --seeds 0 1 --steps 200 --batch-size 64
@@ -48,8 +49,9 @@ if __name__ == "__main__":
     vit, cnn = result["models"]["vit"], result["models"]["cnn"]
     params = {r["arch"]: r["params"] for r in result["records"]}
     title = (f"Fashion-MNIST test accuracy against training-set size<br><sup>ViT dim {vit['embed_dim']}, depth "
-             f"{vit['depth']}, patch 4 ({params['vit'] / 1e3:.0f}k parameters) vs ResNet-18 widths {cnn['channels']} "
-             f"({params['cnn'] / 1e3:.0f}k); both {STEPS} steps x batch {BATCH}; first N training images; "
+             f"{vit['depth']}, patch 4 ({params['vit'] / 1e3:.0f}k parameters) vs ResNet, blocks {cnn['layers']}, widths "
+             f"{cnn['channels']} "
+             f"({params['cnn'] / 1e3:.0f}k)</sup><br><sup>both {STEPS} steps x batch {BATCH}; first N training images; "
              f"{EVAL_IMAGES} test images</sup>")
     write_outputs(OUT, {"sweep": sweep_figure(result["summary"], title, budget_images=STEPS * BATCH)}, result,
                   plotlyjs="cdn")
