@@ -144,8 +144,8 @@ def _read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | N
         raise CheckpointError(
             f"refused to load {path}: it contains pickled Python objects that need code execution to load, and "
             f"vitlens reads PyTorch files with weights_only=True so that a checkpoint cannot run code. If you "
-            f"trust it, re-save just the weights: torch.save(torch.load(p, weights_only=False)['model'], out), "
-            f"or convert it to .safetensors. Details: {str(e).splitlines()[0]}") from e
+            f"trust it, load it yourself without that guard and save only its state dict (or .safetensors). "
+            f"Details: {str(e).splitlines()[0]}") from e
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         raise CheckpointError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {e}") from e
     meta = obj.get(METADATA_KEY) if isinstance(obj, Mapping) else None
