@@ -13,18 +13,19 @@ SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
 def load_image(path: str | Path) -> torch.Tensor:
-    """Read an image file as a C x H x W float tensor in [0, 1] (RGB, or 1 channel for grayscale files).
+    """Read an image file as a 3 x H x W float tensor in [0, 1].
+
+    Decoding is :func:`vitlens.images.open_image` (the app's too): EXIF orientation, palette/CMYK/16-bit/alpha
+    conversion, and a clear ``ImageError`` for empty, truncated or oversized files. Grayscale comes back as three
+    equal channels, which :func:`prepare` turns back into the same single channel.
 
     Args:
-        path: any format PIL reads; EXIF orientation is applied, palette/CMYK/16-bit are converted.
+        path: any format PIL reads.
     """
-    from PIL import Image, ImageOps
+    from ..images import open_image
 
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        im = im.convert("L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB")
-        arr = np.asarray(im, dtype=np.float32) / 255.0
-    return torch.from_numpy(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy())
+    arr = np.asarray(open_image(path), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
 
 
 def sample_photo(name: str) -> torch.Tensor:
