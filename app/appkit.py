@@ -19,6 +19,7 @@ import streamlit as st
 import torch
 from PIL import Image
 from torch import nn
+from tqdm import tqdm
 
 import vitlens
 from vitlens.analysis.figures import jsonable
@@ -74,10 +75,39 @@ def hook_lock(source: str) -> threading.Lock:
     return threading.Lock()
 
 
+@st.cache_resource(show_spinner=False)
+def _fetched() -> set[str]:
+    """timm names whose weights this process has already put in the hub cache."""
+    return set()
+
+
+def download(name: str) -> None:
+    """timm's weights for ``name`` into the hub cache, with a progress bar in MB (once per process)."""
+    if name in _fetched():
+        return
+    bar = st.progress(0.0, text=f"Downloading {name} from the Hugging Face hub...")
+
+    class StreamlitBar(tqdm):  # huggingface_hub reports bytes through any tqdm class
+        def update(self, n: float | None = 1) -> bool | None:
+            shown = super().update(n)
+            if self.total:
+                bar.progress(min(self.n / self.total, 1.0),
+                             text=f"Downloading {name}: {self.n / 2**20:.0f} of {self.total / 2**20:.0f} MB")
+            return shown
+
+    try:
+        vitlens.fetch_timm_weights(name, tqdm_class=StreamlitBar)
+    finally:
+        bar.empty()
+    _fetched().add(name)
+
+
 def try_load(source: str) -> nn.Module | None:
     """The model, or an st.error saying why it cannot be loaded (offline, unknown name, bad file)."""
     try:
-        with st.spinner(f"Loading {source} (downloading it the first time for timm models)..."):
+        if source.startswith("timm:"):
+            download(source.removeprefix("timm:"))
+        with st.spinner(f"Loading {source}..."):
             return load(source)
     except (ValueError, FileNotFoundError, ConnectionError, TypeError, OSError) as e:
         st.error(f"Cannot load {source}: {e}")
@@ -169,6 +199,19 @@ def current_model(require_vit: bool = True) -> tuple[str, nn.Module]:
     if require_vit and not is_vit(model):
         st.warning(f"{source} is a CNN; this page shows a ViT's attention. Pick a ViT in the sidebar "
                    f"(the CNN is compared on the ViT vs CNN page).")
+        st.stop()
+    return source, model
+
+
+def cnn_picker(key: str) -> tuple[str, nn.Module]:
+    """The CNN a page compares the ViT with (a text input under ``key``); stops the page if it cannot be used."""
+    source = st.text_input("CNN to compare (any load_model source)", default_cnn(), key=key)
+    model = try_load(source)
+    if model is None:
+        st.stop()
+    if is_vit(model):
+        st.error(f"{source} is a ViT; name a CNN (e.g. demo:cnn-fashion, or online timm:resnet50.a1_in1k or the "
+                 f"paper's BiT, timm:resnetv2_50x1_bit.goog_in21k_ft_in1k).")
         st.stop()
     return source, model
 

@@ -14,6 +14,7 @@ pages = [
     st.Page("views/distance.py", title="Attention distance", icon=":material/straighten:"),
     st.Page("views/compare.py", title="ViT vs CNN", icon=":material/compare:"),
     st.Page("views/probe.py", title="Linear probe", icon=":material/query_stats:"),
+    st.Page("views/bias.py", title="Inductive biases", icon=":material/science:"),
 ]
 nav = st.navigation(pages)
 appkit.model_picker()

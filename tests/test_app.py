@@ -86,6 +86,25 @@ def test_model_picker_runs_folder_and_timm_name(tmp_path, monkeypatch):
     at.run()
     assert not at.exception and "timm has no model 'vit_no_such_model_p99'" in at.error[0].value
 
+    # a known name: the download reports bytes to the page's progress bar; then timm itself is offline here
+    import huggingface_hub
+
+    updates = []
+
+    def fake_download(repo_id, filename, revision=None, tqdm_class=None):
+        with tqdm_class(total=2**21, unit="B") as bar:
+            for _ in range(2):
+                bar.update(2**20)
+                updates.append(bar.n)
+        (tmp_path / filename).write_bytes(b"weights")
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    at.sidebar.text_input(key="timm_name").set_value("vit_tiny_patch16_224.augreg_in21k_ft_in1k")
+    at.run()
+    assert not at.exception and updates == [2**20, 2**21]
+    assert "could not download the timm weights" in at.error[0].value
+
 
 def test_attention_page_every_control():
     at = open_page("attention")
@@ -215,3 +234,15 @@ def test_probe_page_every_control():
     table = at.dataframe[0].value
     assert {"layer", "logistic", "1-shot", "5-shot"} <= set(table.columns)
     assert table["logistic"].between(0, 1).all()
+
+
+def test_bias_page_every_control():
+    at = open_page("bias")
+    assert figures(at) == 1  # the committed data-size sweep, before any probe runs
+    at.select_slider(key="bias_n").set_value(64)
+    ok(at.button(key="bias_run").click().run())
+    assert figures(at) == 5  # translation, occlusion, ERF radii, ERF maps, sweep
+    ok(at.multiselect(key="bias_probes").set_value(["occlusion"]).run())
+    assert figures(at) == 2
+    at.text_input(key="bias_cnn").set_value("demo:vit-fashion").run()
+    assert not at.exception and "is a ViT" in at.error[0].value

@@ -13,13 +13,7 @@ from vitlens.analysis.figures import rollout_figure
 
 st.title("ViT vs CNN")
 vit_source, vit = appkit.current_model()
-cnn_source = st.text_input("CNN to compare (any load_model source)", appkit.default_cnn(), key="cnn_source")
-cnn = appkit.try_load(cnn_source)
-if cnn is None:
-    st.stop()
-if appkit.is_vit(cnn):
-    st.error(f"{cnn_source} is a ViT; name a CNN (e.g. demo:cnn-fashion, or timm:resnet50.a1_in1k online).")
-    st.stop()
+cnn_source, cnn = appkit.cnn_picker("cnn_source")
 inp = appkit.image_input("cmp")
 if inp is None:
     st.stop()

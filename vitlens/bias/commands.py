@@ -7,11 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from ..models.vit import VisionTransformer
+from .compare import PROBES
 
-PROBES = ("translation", "occlusion", "erf")
 EPILOG = """Examples:
   vitlens analyze bias probes --model demo:vit-fashion --model demo:cnn-fashion
   vitlens analyze bias probes --model timm:vit_base_patch16_224.orig_in21k_ft_in1k \\
@@ -42,64 +40,20 @@ def _label(source: str) -> str:
     return path.stem if path.suffix in (".safetensors", ".pth", ".pt", ".bin", ".npz") else path.name
 
 
-@torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    device = next(model.parameters()).device
-    return torch.cat([model(b.to(device)).argmax(-1).cpu() for b in x.split(batch_size)])
-
-
 def _probes(args: argparse.Namespace) -> int:
-    from ..analysis.distance import attention_distance
-    from ..analysis.inputs import prepare
     from ..models.loading import load_model
-    from . import figures
-    from .erf import erf_probe
-    from .occlusion import occlusion_probe
-    from .translation import translation_probe
+    from .compare import compare_models, comparison_figures, comparison_numbers
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     models = {_label(src): load_model(src).to(device).eval() for src in args.model}
-    vits = [m for m in models.values() if isinstance(m, VisionTransformer)]
-    patch_size = args.patch_size or (vits[0].patch_size if vits else None)
-    if "occlusion" in args.probes and patch_size is None:
-        raise ValueError("--patch-size is needed when no ViT is compared (it sets the PatchDrop squares)")
     side = max(m.data_config["input_size"][-1] for m in models.values())
     images, labels, data = _images(args.data, args.data_dir, side)
-    what = "agreement with the clean prediction" if args.agreement else "accuracy"
-    title = f"{{}}<br><sup>{', '.join(args.model)}; {data}</sup>"
-    numbers: dict[str, Any] = dict(models=args.model, data=data, score=what)
-    results: dict[str, dict[str, Any]] = {p: {} for p in args.probes}
-    distances: dict[str, list[float]] = {}
-    for label, model in models.items():
-        x = prepare(images, model.data_config)
-        if "translation" in args.probes:
-            results["translation"][label] = translation_probe(model, x[:args.translation_images], args.shifts,
-                                                              batch_size=args.batch_size)
-        if "occlusion" in args.probes:
-            y = _predict(model, x, args.batch_size) if args.agreement else labels
-            results["occlusion"][label] = occlusion_probe(model, x, y, patch_size=patch_size, seed=args.seed,
-                                                          batch_size=args.batch_size)
-        if "erf" in args.probes:
-            results["erf"][label] = erf_probe(model, x[:args.erf_images], batch_size=max(1, args.batch_size // 4))
-            if isinstance(model, VisionTransformer):
-                d = attention_distance(model, images[:args.erf_images], batch_size=args.batch_size, progress=False)
-                distances[label] = d["mean"].mean(dim=-1).tolist()
-    figs = {}
-    if "translation" in args.probes:
-        figs["translation"] = figures.translation_figure(
-            results["translation"], title.format("Translation: consistency and equivariance (Zhang 2019)"))
-    if "occlusion" in args.probes:
-        figs["occlusion"] = figures.occlusion_figure(
-            results["occlusion"], title.format(f"Occlusion and shuffling (Naseer et al. 2021): {what}"))
-    if "erf" in args.probes:
-        erf_title = title.format("Effective receptive field (Luo et al. 2016) and mean attention distance")
-        figs["erf"] = figures.erf_figure(results["erf"], erf_title, distances)
-        figs["erf_maps"] = figures.erf_maps_figure(results["erf"], erf_title)
-        for r in results["erf"].values():
-            r.pop("erf")  # H x W maps per layer: in the figure, too large for the JSON
-        numbers["attention_distance"] = distances
-    numbers.update(results)
-    return _write(args, figs, numbers)
+    result = compare_models(models, images, labels, probes=args.probes, patch_size=args.patch_size,
+                            shifts=args.shifts, translation_images=args.translation_images,
+                            erf_images=args.erf_images, agreement=args.agreement, seed=args.seed,
+                            batch_size=args.batch_size, on_step=lambda s: print(s, flush=True))
+    numbers = dict(models=args.model, data=data, **comparison_numbers(result))
+    return _write(args, comparison_figures(result, f"{', '.join(args.model)}; {data}"), numbers)
 
 
 def _sweep(args: argparse.Namespace) -> int:
