@@ -1,4 +1,5 @@
 """load_model on every source kind, checked against timm models holding the same random weights."""
+import pytest
 import timm
 import torch
 from safetensors.torch import save_file
@@ -87,3 +88,44 @@ def test_timm_cnn_source_stays_a_timm_model(monkeypatch):
     monkeypatch.setattr(timm, "create_model", lambda name, pretrained=False, **kw: ref)
     model = vitlens.load_model("timm:resnet18.a1_in1k")
     assert model is ref and model.data_config["input_size"] == (3, 224, 224)
+
+
+@pytest.mark.parametrize("has_safetensors", [True, False])
+def test_fetch_timm_weights_reports_bytes_and_picks_timms_file(monkeypatch, tmp_path, has_safetensors):
+    """The app's download progress: the file timm's pretrained=True reads, bytes through the caller's tqdm class."""
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+    from tqdm import tqdm
+
+    asked = []
+
+    def fake_download(repo_id, filename, revision=None, tqdm_class=None):
+        asked.append((repo_id, filename))
+        if filename == "model.safetensors" and not has_safetensors:
+            raise EntryNotFoundError(f"{filename} not in {repo_id}")
+        with tqdm_class(total=3 * 2**20, unit="B") as bar:
+            for _ in range(3):
+                bar.update(2**20)
+        (tmp_path / filename).write_bytes(b"weights")
+        return str(tmp_path / filename)
+
+    seen = []
+
+    class Recording(tqdm):
+        def update(self, n=1):
+            super().update(n)
+            seen.append(self.n)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    path = vitlens.fetch_timm_weights("vit_base_patch16_224.orig_in21k_ft_in1k", tqdm_class=Recording)
+    repo = timm.models.get_pretrained_cfg("vit_base_patch16_224.orig_in21k_ft_in1k").hf_hub_id
+    want = ["model.safetensors"] + ([] if has_safetensors else ["pytorch_model.bin"])
+    assert asked == [(repo, f) for f in want]
+    assert path == tmp_path / want[-1] and seen == [2**20, 2 * 2**20, 3 * 2**20]
+
+
+def test_fetch_timm_weights_offline_and_unknown_names():
+    with pytest.raises(ValueError, match="timm has no model 'vit_no_such_model'"):
+        vitlens.fetch_timm_weights("vit_no_such_model")
+    with pytest.raises(ConnectionError, match="could not download the timm weights.*Offline sources"):
+        vitlens.fetch_timm_weights("vit_tiny_patch16_224.augreg_in21k_ft_in1k")

@@ -2,12 +2,13 @@
 from .capture import Recorder, capture
 from .models import VisionTransformer, create_model, list_models, resize_pos_embed
 from .models.cnn import create_cnn
-from .models.loading import CheckpointError, list_demo_models, load_model, load_weights, save_model
+from .models.loading import (CheckpointError, fetch_timm_weights, list_demo_models, load_model, load_weights,
+                             save_model)
 from .models.timm_convert import UnsupportedModelError, from_timm
 
 __version__ = "0.1.0"
 __all__ = ["CheckpointError", "Recorder", "UnsupportedModelError", "VisionTransformer", "capture", "create_cnn",
-           "create_model", "from_timm", "list_demo_models", "list_models", "load_model", "load_weights",
+           "create_model", "fetch_timm_weights", "from_timm", "list_demo_models", "list_models", "load_model", "load_weights",
            "resize_pos_embed", "save_model"]
 
 

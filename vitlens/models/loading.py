@@ -224,23 +224,76 @@ def _hub_offline_if_unreachable():
         constants.HF_HUB_OFFLINE = previous
 
 
-def _load_timm(name: str, num_classes: int | None) -> nn.Module:
+def _check_timm_name(name: str) -> None:
     import timm
 
     base = name.split(".")[0]
     if not timm.list_models(base) and not timm.is_model(base):
         raise ValueError(f"timm has no model {base!r}; see timm.list_models('vit_*'). The paper's original "
                          f"weights: vit_base_patch16_224.orig_in21k_ft_in1k, vit_large_patch32_384.orig_in21k_ft_in1k")
+
+
+def _download_error(name: str, e: Exception) -> Exception:
+    if isinstance(e, (RuntimeError, ValueError)) and "nknown" in str(e):
+        return ValueError(f"timm does not know {name!r}: {e}")
+    return ConnectionError(
+        f"could not download the timm weights for {name!r}; you appear to be offline or the Hugging Face hub "
+        f"is unreachable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
+        f"{_offline_sources()}.")
+
+
+def fetch_timm_weights(name: str, tqdm_class: type | None = None) -> Path | None:
+    """Download timm's pretrained weights for ``name`` into the Hugging Face cache (or find them there), reporting
+    bytes through ``tqdm_class``, so that a later ``load_model("timm:<name>")`` reads them from the cache.
+
+    timm's own ``pretrained=True`` shows no progress a caller can display (the app's progress bar needs one).
+    The file is the one timm reads: ``model.safetensors`` where the hub has it, else ``pytorch_model.bin``.
+
+    Args:
+        name: timm model name with optional tag (``vit_base_patch16_224.orig_in21k_ft_in1k``).
+        tqdm_class: a ``tqdm`` subclass for the download's progress bar (huggingface_hub's ``tqdm_class``).
+
+    Returns:
+        The cached file, or None when timm gets these weights from a plain URL instead of the hub.
+
+    Raises:
+        ValueError: timm does not know the name. ConnectionError: offline or the hub unreachable.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+    from timm.models import get_pretrained_cfg
+
+    _check_timm_name(name)
+    cfg = get_pretrained_cfg(name)
+    if cfg is None or not cfg.hf_hub_id:
+        return None
+    repo_id, _, revision = cfg.hf_hub_id.partition("@")
+    wanted = cfg.hf_hub_filename or "pytorch_model.bin"
+
+    def download(filename: str) -> Path:
+        return Path(hf_hub_download(repo_id, filename, revision=revision or None, tqdm_class=tqdm_class))
+
+    try:
+        with _hub_offline_if_unreachable():
+            if wanted != "pytorch_model.bin":
+                return download(wanted)
+            try:  # timm prefers the safetensors copy of a pytorch_model.bin
+                return download("model.safetensors")
+            except EntryNotFoundError:
+                return download(wanted)
+    except Exception as e:
+        raise _download_error(name, e) from e
+
+
+def _load_timm(name: str, num_classes: int | None) -> nn.Module:
+    import timm
+
+    _check_timm_name(name)
     try:
         with _hub_offline_if_unreachable():
             model = timm.create_model(name, pretrained=True)
     except Exception as e:
-        if isinstance(e, (RuntimeError, ValueError)) and "nknown" in str(e):
-            raise ValueError(f"timm does not know {name!r}: {e}") from e
-        raise ConnectionError(
-            f"could not download the timm weights for {name!r}; you appear to be offline or the Hugging Face hub "
-            f"is unreachable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
-            f"{_offline_sources()}.") from e
+        raise _download_error(name, e) from e
     try:
         return from_timm(model)
     except ValueError:  # not a ViT: keep the timm model (CNN baselines) with its preprocessing
