@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 import vitlens
-from vitlens.analysis import attention_rollout, cls_map, position_embedding_similarity, prepare
+import vitlens.images
+from vitlens.analysis import attention_rollout, cls_map, position_embedding_similarity
 from vitlens.analysis.commands import _parse_spec
 from vitlens.cli import main
 
@@ -41,7 +42,8 @@ def test_rollout_cli_writes_html_png_json_and_matches_library(saved, tmp_path):
         assert (tmp_path / f"rollout.{suffix}").stat().st_size > 0
     numbers = json.loads((tmp_path / "rollout.json").read_text())
     model = vitlens.load_model(saved / "vit.safetensors")
-    x = prepare(vitlens.analysis.load_image(photo), model.data_config)
+    # the app's preprocessing: the CLI must explain the same pixels the app does
+    x = vitlens.images.preprocess(vitlens.images.open_image(photo), model.data_config)
     with torch.no_grad(), vitlens.capture(model) as rec:
         model(x)
     want = cls_map(attention_rollout(rec.attentions), model.grid_size)

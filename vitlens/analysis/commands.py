@@ -19,7 +19,7 @@ from .distance import attention_distance, patch_distances
 from .features import dataset_features
 from .filters import patch_embedding_components
 from .heads import head_maps
-from .inputs import SAMPLE_PHOTOS, load_image, prepare, sample_photo
+from .inputs import SAMPLE_PHOTOS, photo, prepare
 from .posembed import position_embedding_similarity
 from .probe import PAPER_SHOTS, evaluate_features
 from .rollout import attention_rollout, cls_map, gradient_rollout
@@ -76,12 +76,12 @@ def _images(args: argparse.Namespace, model: nn.Module) -> tuple[list[torch.Tens
         images = [x for batch, _ in loader for x in batch][:args.num_images]
         return images, [f"{desc.split(',')[0].replace(' ', '_')}_{i}" for i in range(len(images))], desc
     names = args.image or list(SAMPLE_PHOTOS)
-    images = [sample_photo(n) if n in SAMPLE_PHOTOS and not Path(n).exists() else load_image(n) for n in names]
+    images = [photo(n, model.data_config) for n in names]
     return images, [Path(n).stem for n in names], "photos " + ", ".join(Path(n).stem for n in names)
 
 
 def _for_display(image: torch.Tensor, model: VisionTransformer) -> torch.Tensor:
-    """The image as the model sees it (whole image resized to its aspect), at display size, in [0, 1]."""
+    """The image as the model sees it (its eval crop), at display size, in [0, 1]."""
     h, w = model.img_size
     scale = DISPLAY_SIZE / max(h, w)
     x = image[None]

@@ -38,6 +38,31 @@ def sample_photo(name: str) -> torch.Tensor:
     return torch.from_numpy(arr.transpose(2, 0, 1).copy())
 
 
+def photo(name: str | Path, data_config: Mapping[str, Any]) -> torch.Tensor:
+    """A sample photo (by name) or an image file, cut as the model's eval transform cuts it, 3 x H x W in [0, 1].
+
+    The geometry is :func:`vitlens.images.preprocess`'s, the app's (timm's resize and centre crop by ``crop_pct``),
+    so the CLI and the app explain the same pixels; :func:`prepare` then only converts channels and normalises.
+
+    Args:
+        name: one of :data:`SAMPLE_PHOTOS`, or a path (a file of that name wins).
+        data_config: ``model.data_config``.
+    """
+    from PIL import Image
+
+    from ..images import model_view, open_image
+
+    if str(name) in SAMPLE_PHOTOS and not Path(name).exists():
+        import skimage.data
+
+        img = Image.fromarray(getattr(skimage.data, str(name))()).convert("RGB")
+    else:
+        img = open_image(name)
+    if data_config["input_size"][0] == 1:  # the app's 8-bit PIL grayscale, as three equal channels
+        img = img.convert("L").convert("RGB")
+    return torch.from_numpy(model_view(img, data_config)).permute(2, 0, 1).contiguous()
+
+
 def prepare(images: torch.Tensor, data_config: Mapping[str, Any]) -> torch.Tensor:
     """Images in [0, 1] (B x C x H x W or C x H x W) to a model's input: its channels, size, mean and std.
 
