@@ -9,7 +9,7 @@ Budget rule: every run, whatever its size or architecture, takes the same number
 2-core CPU shared with other jobs. Each seed runs in its own single-threaded process, which on a
 2-core CPU is faster than one process with two threads for models this small. Points already in a seed's JSON are
 kept, so an interrupted sweep continues where it stopped. The same sweep in one process:
-``vitlens analyze bias sweep --sizes 1000 3000 10000 30000 60000 --seeds 0 1 --steps 200 --batch-size 64
+``vitlens analyze bias sweep --sizes 1000 3000 10000 30000 60000 --seeds 0 1 --steps 1000 --batch-size 64
 --eval-subset 5000``.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from vitlens.bias.sweep import run_sweep, summarise
 OUT = Path(__file__).resolve().parent / "results" / "bias"
 SIZES = (1000, 3000, 10000, 30000, 60000)
 SEEDS = (0, 1)
-STEPS, BATCH, EVAL_IMAGES = 200, 64, 5000
+STEPS, BATCH, EVAL_IMAGES = 1000, 64, 5000
 
 
 def one_seed(seed: int) -> list[dict]:
