@@ -30,18 +30,21 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(*args: str, startup_s: float = 180) -> Iterator[str]:
-    """`vitlens app --headless` on a free port; yields its URL once it answers, stops it afterwards.
+def running_app(*args: str, startup_s: float = 180, headless: bool = True,
+                env: dict[str, str] | None = None) -> Iterator[str]:
+    """`vitlens app` on a free port, stdin closed; yields its URL once it answers, stops it afterwards.
 
     Args:
         *args: more `vitlens app` options, e.g. ``"--model", "demo:vit-fashion"``.
         startup_s: how long to wait for the server.
+        headless: pass ``--headless``; False runs it as `make app` does.
+        env: the server's environment (default: this process's).
     """
     port = free_port()
     vitlens = str(Path(sys.executable).parent / "vitlens")
     log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: an unread pipe would fill and stall the server
-    proc = subprocess.Popen([vitlens, "app", "--headless", "--port", str(port), *args], stdout=log,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([vitlens, "app", *(["--headless"] if headless else []), "--port", str(port), *args],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://localhost:{port}"
     try:
         deadline = time.monotonic() + startup_s

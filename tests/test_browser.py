@@ -1,7 +1,9 @@
 """The app in a real browser: `vitlens app` on a free port, Debian's chromium driven by playwright."""
 from __future__ import annotations
 
+import os
 import sys
+import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
@@ -45,3 +47,13 @@ def test_upload_rollout_broken_file_then_good_file_and_a_second_session():
         assert first.get_by_text("Cannot use this file").count() == 0
         second.screenshot(path=ARTIFACTS / "browser_second_session.png", full_page=True)
         browser.close()
+
+
+def test_app_starts_like_make_app_on_a_fresh_machine(tmp_path):
+    """No --headless, a display, no ~/.streamlit (a first run), stdin closed: the server must not stop at Streamlit's
+    e-mail prompt. BROWSER=true stands in for the browser Streamlit opens."""
+    env = dict(os.environ, HOME=str(tmp_path), DISPLAY=":99", BROWSER="true")
+    with running_app(headless=False, env=env, startup_s=120) as url:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert r.status == 200
+    assert not (tmp_path / ".streamlit" / "credentials.toml").exists()

@@ -34,8 +34,12 @@ def _app(args: argparse.Namespace) -> int:
     if args.runs_dir:
         env["VITLENS_APP_RUNS_DIR"] = str(Path(args.runs_dir).expanduser().resolve())
     cmd = [sys.executable, "-m", "streamlit", "run", str(main), "--server.port", str(args.port),
-           "--server.maxUploadSize", str(args.max_upload_mb), "--server.headless", str(args.headless).lower(),
-           "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]
+           "--server.maxUploadSize", str(args.max_upload_mb), "--server.fileWatcherType", "none",
+           "--browser.gatherUsageStats", "false",
+           # Streamlit's first-run e-mail prompt would block `make app` on a fresh machine (and fail without a tty)
+           "--server.showEmailPrompt", "false"]
+    if args.headless:  # otherwise Streamlit decides: it opens a browser where there is a display
+        cmd += ["--server.headless", "true"]
     print(f"vitlens app: http://localhost:{args.port}", flush=True)
     os.execve(sys.executable, cmd, env)
 
@@ -54,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model to open first (default: the bundled demo:vit-fashion)")
     p.add_argument("--runs-dir", default=None, help="folder of run directories and checkpoints to offer (./runs)")
     p.add_argument("--max-upload-mb", type=int, default=20, help="largest upload accepted")
-    p.add_argument("--headless", action="store_true", help="do not open a browser")
+    p.add_argument("--headless", action="store_true", help="never open a browser (default: open one when there "
+                   "is a display)")
     p.set_defaults(func=_app)
 
     from .train.commands import register; register(sub)  # pretrain, finetune, eval
