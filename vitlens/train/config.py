@@ -47,5 +47,7 @@ def apply_overrides(config: dict[str, Any], overrides: Iterable[str]) -> dict[st
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {part!r} is not a section")
-        node[leaf] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        # one override sets one value: a mapping can only be YAML reading a colon in a name (data.dataset=timm:)
+        node[leaf] = value if isinstance(parsed, dict) else parsed
     return config
