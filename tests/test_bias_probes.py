@@ -6,8 +6,8 @@ from conftest import perturb_
 from torch import nn
 
 import vitlens
-from vitlens.bias import (drop_patches, effective_receptive_field, erf_probe, mass_radius, occlusion_probe,
-                          shuffle_patches, translation_probe)
+from vitlens.bias import (drop_patches, effective_receptive_field, equivariance_error, erf_probe, mass_radius,
+                          occlusion_probe, shift_images, shuffle_patches, translation_probe)
 
 
 def ones_conv(k: int, stride: int = 1, channels: int = 2, padding_mode: str = "zeros") -> nn.Conv2d:
@@ -154,3 +154,22 @@ def test_vit_without_position_embeddings_ignores_shuffling_at_its_patch_grid():
     assert out["drop"]["accuracy"][0] == 1.0 and out["shuffle"]["accuracy"] == [1.0, 1.0]
     with pytest.raises(ValueError, match="patch_size"):
         occlusion_probe(CircularConvNet(), images, labels)
+
+
+@pytest.mark.parametrize("unit", [1, 2, 4, 7])
+@pytest.mark.parametrize("axis", ["x", "y", "xy"])
+def test_equivariance_error_is_the_definition_on_upsampled_maps(unit, axis):
+    """Against the definition written out: each unit repeated over its unit x unit pixels, the reference rolled by
+    the shift, 1 - cos per pixel, mean over pixels (with zero vectors, as ReLU maps have)."""
+    torch.manual_seed(unit)
+    size = 28
+    ref, cur = (torch.randn(3, 5, size // unit, size // unit, dtype=torch.float64).clamp_min(-0.5) for _ in range(2))
+    ref[:, :, 0, 0] = cur[:, :, 0, 0] = 0
+    up = lambda m: m.repeat_interleave(unit, -2).repeat_interleave(unit, -1)  # noqa: E731
+    for shift in (0, 1, 3, unit, 2 * unit + 1, size - 1):
+        a, b = shift_images(up(ref), shift, axis), up(cur)
+        norms = a.norm(dim=1) * b.norm(dim=1)
+        cos = torch.where(norms > 0, (a * b).sum(1) / norms, 0.0)  # one zero vector: orthogonal to anything
+        cos = torch.where((a.abs().amax(1) == 0) & (b.abs().amax(1) == 0), 1.0, cos)  # both zero: equal
+        want = (1 - cos).mean(dim=(1, 2))
+        torch.testing.assert_close(equivariance_error(ref, cur, shift, (size, size), axis), want, rtol=0, atol=1e-12)

@@ -22,7 +22,8 @@ vit_source, _ = appkit.current_model()
 cnn_source, _ = appkit.cnn_picker("bias_cnn")
 c1, c2 = st.columns(2)
 n = c1.select_slider("Fashion-MNIST test images", [64, 256, 1000], 256, key="bias_n",
-                     help="Occlusion uses all of them; translation at most 256, receptive fields 64.")
+                     help="Occlusion uses all of them; translation (every shift of every image through both models) "
+                          "and receptive fields the first 64.")
 probes = c2.multiselect("Probes", list(PROBES), list(PROBES), format_func=NAMES.get, key="bias_probes")
 
 
@@ -33,7 +34,7 @@ def run_probes(vit_source: str, cnn_source: str, n: int, probes: tuple[str, ...]
     with st.status("Probing both models", expanded=True) as status:
         # hooks (feature maps, ERF gradients) go on the shared models: one session at a time per model
         with appkit.hook_lock(vit_source), appkit.hook_lock(cnn_source):
-            result = compare_models(models, x, y, probes=probes, on_step=status.write)
+            result = compare_models(models, x, y, probes=probes, translation_images=64, on_step=status.write)
         status.update(label="Probes done", state="complete", expanded=False)
     return result
 
@@ -57,7 +58,7 @@ elif st.button("Run the probes", key="bias_run", type="primary") or st.session_s
         st.caption("A CNN's receptive field grows layer by layer; a ViT's attention can reach the whole image in "
                    "layer 1: compare the ERF radii with the ViT's mean attention distance.")
 else:
-    st.info("Three probes on both models: well under a minute on two CPU cores for the bundled models at 256 images.")
+    st.info("Three probes on both models: about a minute on two CPU cores for the bundled models at 256 images.")
 
 st.header("Data-size sweep")
 if SWEEP.exists():

@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Literal, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..models.vit import VisionTransformer
@@ -33,6 +32,15 @@ def shift_images(images: torch.Tensor, shift: int, axis: Axis = "xy") -> torch.T
     return torch.roll(images, shifts=(dy, dx), dims=(-2, -1))
 
 
+def _cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """1 - cos between the channel vectors at each position: B x C x ... -> B x ...; two zero vectors count as equal."""
+    dot = (a * b).sum(dim=1)
+    norms = a.norm(dim=1) * b.norm(dim=1)
+    both_zero = (a.abs().amax(dim=1) == 0) & (b.abs().amax(dim=1) == 0)
+    cos = torch.where(both_zero, torch.ones_like(dot), dot / norms.clamp_min(torch.finfo(norms.dtype).tiny))
+    return (1 - cos).clamp_min(0)  # rounding can leave cos a hair above 1
+
+
 def feature_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Zhang's internal feature distance: mean over positions of the cosine distance 1 - cos(a_p, b_p)
     between the channel vectors, per image.
@@ -45,16 +53,29 @@ def feature_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     Returns:
         B distances in [0, 2].
     """
-    dot = (a * b).sum(dim=1)
-    norms = a.norm(dim=1) * b.norm(dim=1)
-    both_zero = (a.abs().amax(dim=1) == 0) & (b.abs().amax(dim=1) == 0)
-    cos = torch.where(both_zero, torch.ones_like(dot), dot / norms.clamp_min(torch.finfo(norms.dtype).tiny))
-    return (1 - cos).clamp_min(0).flatten(1).mean(dim=1)  # rounding can leave cos a hair above 1
+    return _cosine_distance(a, b).flatten(1).mean(dim=1)
+
+
+def _unit_pairs(size: int, units: int, shift: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Along one axis of ``size`` pixels covered by ``units`` map units (pixel p belongs to unit p * units // size):
+    the distinct (unit of the shifted reference, unit of the shifted input's map) pairs over all pixels, and the
+    share of pixels each pair covers."""
+    p = torch.arange(size)
+    ref, cur = (p - shift) % size * units // size, p * units // size
+    counts = torch.bincount(ref * units + cur, minlength=units * units)
+    pairs = counts.nonzero().squeeze(1)
+    return pairs // units, pairs % units, counts[pairs].double() / size
 
 
 def equivariance_error(reference: torch.Tensor, shifted: torch.Tensor, shift: int, input_size: Sequence[int],
                        axis: Axis = "xy") -> torch.Tensor:
     """d(Shift(F~(X)), F~(Shift(X))) per image, both maps compared at input resolution.
+
+    Each unit of an h x w map covers its block of input pixels (pixel p belongs to unit p * h // H), so Shift(F~(X))
+    is the map spread over the pixels and rolled by the input shift, and d is :func:`feature_distance`'s mean over
+    the H x W pixels. Only a few unit pairs occur along each axis (at most 2 per unit), so the mean is computed over
+    those pairs, weighted by how many pixels each covers, instead of over upsampled copies of the maps: the same
+    number, 4-50x less work for patch- and stage-sized units.
 
     Args:
         reference: F~(X), B x C x h x w.
@@ -63,10 +84,13 @@ def equivariance_error(reference: torch.Tensor, shifted: torch.Tensor, shift: in
         input_size: (H, W) of the input.
         axis: the shift's direction, as in :func:`shift_images`.
     """
-    size = tuple(input_size)
-    up_reference = F.interpolate(reference, size=size, mode="nearest")  # each unit spread over its r x r pixels
-    up_shifted = F.interpolate(shifted, size=size, mode="nearest")
-    return feature_distance(shift_images(up_reference, shift, axis), up_shifted)
+    (H, W), (h, w) = tuple(input_size), reference.shape[-2:]
+    ref_y, cur_y, weight_y = _unit_pairs(H, h, shift if "y" in axis else 0)
+    ref_x, cur_x, weight_x = _unit_pairs(W, w, shift if "x" in axis else 0)
+    ref_y, cur_y, ref_x, cur_x = (i.to(reference.device) for i in (ref_y, cur_y, ref_x, cur_x))
+    d = _cosine_distance(reference[:, :, ref_y][..., ref_x], shifted[:, :, cur_y][..., cur_x])
+    weights = (weight_y[:, None] * weight_x[None, :]).to(d)
+    return (d * weights).sum(dim=(1, 2))
 
 
 def _stride(model: nn.Module, maps: dict[str, torch.Tensor], input_size: Sequence[int]) -> float:
@@ -106,6 +130,7 @@ def translation_probe(model: nn.Module, images: torch.Tensor, shifts: Sequence[i
     for x in images.split(batch_size):
         x = x.to(device)
         ref_maps, ref_logits = layer_maps(model, x, layers)
+        ref_maps = {n: m.double() for n, m in ref_maps.items()}  # distances in float64, like every shifted map
         stride = _stride(model, ref_maps, size)
         layer_strides = {n: size[-1] / m.shape[-1] for n, m in ref_maps.items()}
         if shifts is None:
@@ -117,7 +142,7 @@ def translation_probe(model: nn.Module, images: torch.Tensor, shifts: Sequence[i
             maps, logits = layer_maps(model, shift_images(x, s, axis), layers)
             agree[k] += (logits.argmax(-1) == ref_logits.argmax(-1)).sum().item()
             for n, m in maps.items():
-                dist[n][k] += equivariance_error(ref_maps[n].double(), m.double(), s, size, axis).sum().item()
+                dist[n][k] += equivariance_error(ref_maps[n], m.double(), s, size, axis).sum().item()
     if agree is None or shifts is None:
         raise ValueError("translation_probe got no images")
     n = len(images)
