@@ -1,6 +1,6 @@
 """The README's app screenshots (docs/app_*.png): each page on the bundled models, in Debian's chromium.
 
-Run: python app/screenshots.py [--out docs]
+Run: python app/screenshots.py [--out docs] [--only app_inductive_biases.png ...]
 """
 from __future__ import annotations
 
@@ -12,22 +12,23 @@ from playwright.sync_api import Page, sync_playwright
 from harness import CHROMIUM, idle, running_app
 
 ROOT = Path(__file__).resolve().parent.parent
-# page path, image input to choose (None: the page has none), window height (Streamlit scrolls inside the
-# page, so the window must hold what is shown), file name
+# page path, what to click first (an image input to choose, or a button; None: nothing), window height (Streamlit
+# scrolls inside the page, so the window must hold what is shown), file name
 SHOTS = [("attention", "Fashion-MNIST test image", 2000, "app_attention.png"),
          ("attention", "Sample photo", 1100, "app_attention_photo.png"),
          ("compare", "Fashion-MNIST test image", 1900, "app_vit_vs_cnn.png"),
          ("posembed", None, 1900, "app_position_embeddings.png"),
          ("distance", None, 1000, "app_attention_distance.png"),
-         ("", None, 900, "app_model.png")]
+         ("", None, 900, "app_model.png"),
+         ("bias", "Run the probes", 2400, "app_inductive_biases.png")]
 
 
-def shoot(page: Page, url: str, path: str, image_choice: str | None, height: int, out: Path) -> None:
+def shoot(page: Page, url: str, path: str, click: str | None, height: int, out: Path) -> None:
     page.set_viewport_size({"width": 1500, "height": height})
     page.goto(f"{url}/{path}", timeout=180_000)
     idle(page, 300_000)
-    if image_choice:
-        page.get_by_text(image_choice, exact=True).first.click(timeout=180_000)
+    if click:
+        page.get_by_text(click, exact=True).first.click(timeout=180_000)
         idle(page, 300_000)
     page.wait_for_load_state("networkidle")
     page.wait_for_timeout(6000)  # plotly draws its heatmaps after the run ends, slowly on a busy machine
@@ -38,13 +39,15 @@ def shoot(page: Page, url: str, path: str, image_choice: str | None, height: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument("--only", nargs="+", metavar="FILE", help="just these screenshots (file names)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with running_app() as url, sync_playwright() as p:
         browser = p.chromium.launch(**CHROMIUM)
         page = browser.new_page()
-        for path, choice, height, name in SHOTS:
-            shoot(page, url, path, choice, height, args.out / name)
+        for path, click, height, name in SHOTS:
+            if not args.only or name in args.only:
+                shoot(page, url, path, click, height, args.out / name)
         browser.close()
 
 

@@ -24,3 +24,24 @@ def test_bias_probes_command_writes_figures_and_numbers(tmp_path):
     assert numbers["translation"]["vit"]["whole_patch"] == [True, False, True]
     assert len(numbers["attention_distance"]["vit"]) == 2 and "cnn" not in numbers["attention_distance"]
     assert len(numbers["erf"]["cnn"]["radius"]["0.9"]) == len(numbers["erf"]["cnn"]["layers"])
+
+
+def test_bias_probes_on_the_papers_checkpoints_as_documented(tmp_path, monkeypatch):
+    """The README's command for the paper's ViT-B/16 and BiT ResNet-50x1, through timm's hub loading, with timm's
+    download replaced by the same architectures' random weights (this machine is offline)."""
+    import timm
+
+    create = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda name, pretrained=False, **kw: create(name, pretrained=False, **kw))
+    out = tmp_path / "out"
+    assert main(["analyze", "bias", "probes", "--model", "timm:vit_base_patch16_224.orig_in21k_ft_in1k",
+                 "--model", "timm:resnetv2_50x1_bit.goog_in21k_ft_in1k", "--data", "fashion_mnist:test:2",
+                 "--shifts", "0", "16", "--translation-images", "1", "--erf-images", "1", "--batch-size", "2",
+                 "--out", str(out), "--no-png"]) == 0
+    numbers = json.loads((out / "translation.json").read_text())
+    vit, bit = "vit_base_patch16_224.orig_in21k_ft_in1k", "resnetv2_50x1_bit.goog_in21k_ft_in1k"
+    assert numbers["translation"][vit]["stride"] == 16 and numbers["translation"][bit]["stride"] == 32
+    assert numbers["occlusion"][bit]["patch_size"] == 16  # PatchDrop squares of the ViT's patch size for both
+    assert len(numbers["erf"][vit]["layers"]) == 12
+    assert numbers["erf"][bit]["layers"] == ["stem.conv"] + [f"stages.{i}" for i in range(4)]
+    assert len(numbers["attention_distance"][vit]) == 12

@@ -19,7 +19,8 @@ data SPEC: NAME[:SPLIT][:N] (fashion_mnist:test:500, folder:val:500 with --data-
 
 
 def _images(spec: str, data_dir: str | None, side: int) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """All images of a dataset SPEC as N x C x H x W in [0, 1] (square ``side`` for natural-image datasets), labels."""
+    """All images of a dataset SPEC as N x C x H x W in [0, 1] (square ``side`` for natural-image datasets), labels,
+    and the dataset's name and split."""
     from torchvision import transforms as T
 
     from ..data import SMALL_DATASETS, build_dataset
@@ -31,7 +32,7 @@ def _images(spec: str, data_dir: str | None, side: int) -> tuple[torch.Tensor, t
     steps = [] if name in SMALL_DATASETS else [T.Resize(side), T.CenterCrop(side)]
     ds = build_dataset(name, split, T.Compose(steps + [T.ToTensor()]), data_dir=data_dir, subset=limit)
     images, labels = zip(*(ds[i] for i in range(len(ds))))
-    return torch.stack(images), torch.as_tensor(labels), f"{name} {split}, {len(ds)} images"
+    return torch.stack(images), torch.as_tensor(labels), f"{name} {split}"
 
 
 def _label(source: str) -> str:
@@ -52,7 +53,7 @@ def _probes(args: argparse.Namespace) -> int:
                             shifts=args.shifts, translation_images=args.translation_images,
                             erf_images=args.erf_images, agreement=args.agreement, seed=args.seed,
                             batch_size=args.batch_size, on_step=lambda s: print(s, flush=True))
-    numbers = dict(models=args.model, data=data, **comparison_numbers(result))
+    numbers = dict(models=args.model, data=data, images=len(images), **comparison_numbers(result))
     return _write(args, comparison_figures(result, f"{', '.join(args.model)}; {data}"), numbers)
 
 

@@ -83,17 +83,25 @@ def compare_models(models: Mapping[str, nn.Module], images: torch.Tensor, labels
 
 
 def comparison_figures(result: Mapping[str, Any], subtitle: str) -> dict[str, go.Figure]:
-    """The figures of :func:`compare_models`' result; ``subtitle`` names the models and data."""
-    title = f"{{}}<br><sup>{subtitle}</sup>"
+    """The figures of :func:`compare_models`' result.
+
+    Args:
+        result: :func:`compare_models` output.
+        subtitle: the models and the data; each figure adds how many images its probe used.
+    """
+    def title(what: str, probe: str) -> str:
+        count = next(iter(result[probe].values()))["count"]
+        return f"{what}<br><sup>{subtitle}; {count} images</sup>"
+
     figs = {}
     if "translation" in result:
         figs["translation"] = figures.translation_figure(
-            result["translation"], title.format("Translation: consistency and equivariance (Zhang 2019)"))
+            result["translation"], title("Translation: consistency and equivariance (Zhang 2019)", "translation"))
     if "occlusion" in result:
         figs["occlusion"] = figures.occlusion_figure(
-            result["occlusion"], title.format(f"Occlusion and shuffling (Naseer et al. 2021): {result['score']}"))
+            result["occlusion"], title(f"Occlusion and shuffling (Naseer et al. 2021): {result['score']}", "occlusion"))
     if "erf" in result:
-        erf_title = title.format("Effective receptive field (Luo et al. 2016) and mean attention distance")
+        erf_title = title("Effective receptive field (Luo et al. 2016) and mean attention distance", "erf")
         figs["erf"] = figures.erf_figure(result["erf"], erf_title, result["attention_distance"])
         figs["erf_maps"] = figures.erf_maps_figure(result["erf"], erf_title)
     return figs
