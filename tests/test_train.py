@@ -203,3 +203,16 @@ def test_pretrain_on_an_image_folder_through_torchvision_and_timm_readers(tmp_pa
     assert losses[0] > 0.9 * math.log(3) and final["eval_acc"] > 0.9  # colour is easy: well above chance (1/3)
     model = vitlens.load_model(run)
     assert model.num_classes == 3 and model.data_config["input_size"] == (3, 32, 32)
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_write(tmp_path):
+    """mkstemp's temporary file is private (0600); the renamed file must be readable like any other."""
+    from vitlens.io import atomic_write
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic_write(tmp_path / "atomic.txt", lambda tmp: Path(tmp).write_text("x"))
+    assert (tmp_path / "atomic.txt").stat().st_mode == plain.stat().st_mode
+    os.chmod(plain, 0o640)
+    atomic_write(plain, lambda tmp: Path(tmp).write_text("y"))  # replacing a file keeps its mode
+    assert plain.stat().st_mode & 0o777 == 0o640 and plain.read_text() == "y"

@@ -7,14 +7,26 @@ from pathlib import Path
 from typing import Callable
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask sets it too, which races with other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        return 0o022
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)``, fsync, then rename over ``path`` (atomic on POSIX)."""
+    """Call ``write(tmp_path)``, fsync, then rename over ``path`` (atomic on POSIX).
+
+    The file gets the permissions a plain ``open(path, "w")`` would give (mkstemp's temporary file is private)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
