@@ -216,3 +216,15 @@ def test_atomic_writes_get_the_permissions_of_a_plain_write(tmp_path):
     os.chmod(plain, 0o640)
     atomic_write(plain, lambda tmp: Path(tmp).write_text("y"))  # replacing a file keeps its mode
     assert plain.stat().st_mode & 0o777 == 0o640 and plain.read_text() == "y"
+
+
+def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path):
+    """train.compile=true (torch.compile, inductor on CPU): the same weights as eager within float tolerance, saved
+    under the model's own names (no _orig_mod. prefix), so the run loads like any other."""
+    eager = train(tiny("train.steps=3"), tmp_path / "eager")
+    compiled = train(tiny("train.steps=3", "train.compile=true"), tmp_path / "compiled")
+    a, b = weights(eager), weights(compiled)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
+    assert vitlens.load_model(compiled).num_classes == 10
