@@ -228,3 +228,16 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path):
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
     assert vitlens.load_model(compiled).num_classes == 10
+
+
+def test_tensorboard_scalars_match_metrics_jsonl(tmp_path):
+    """TensorBoard (installed by the test extras) gets every numeric metric of metrics.jsonl at its step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = train(tiny("train.steps=4"), tmp_path / "run")
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    logged = [r for r in records(run) if "loss" in r]
+    assert {"loss", "lr", "grad_norm", "img_s"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("loss")] == [r["step"] for r in logged]
+    assert [e.value for e in events.Scalars("loss")] == pytest.approx([r["loss"] for r in logged], rel=1e-6)
