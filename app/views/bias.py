@@ -30,7 +30,7 @@ probes = c2.multiselect("Probes", list(PROBES), list(PROBES), format_func=NAMES.
 @st.cache_data(show_spinner=False, max_entries=8)
 def run_probes(vit_source: str, cnn_source: str, n: int, probes: tuple[str, ...]) -> dict:
     models = {vit_source: appkit.load(vit_source), cnn_source: appkit.load(cnn_source)}
-    (x, y), = [(xb, yb) for xb, yb in appkit.fashion_batches("test", n, batch_size=n)]
+    x, y = appkit.fashion_batches("test", n, batch_size=n)[0]
     with st.status("Probing both models", expanded=True) as status:
         # hooks (feature maps, ERF gradients) go on the shared models: one session at a time per model
         with appkit.hook_lock(vit_source), appkit.hook_lock(cnn_source):
