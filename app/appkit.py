@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 import vitlens
 from vitlens.analysis.figures import jsonable
-from vitlens.analysis.inputs import SAMPLE_PHOTOS
+from vitlens.analysis.inputs import SAMPLE_PHOTOS, sample_image
 from vitlens.data.fashion_mnist import CLASSES as FASHION_CLASSES
 from vitlens.images import ImageError, model_view, open_image, preprocess
 
@@ -254,10 +254,8 @@ def image_input(key: str) -> InputImage | None:
             return None
         return InputImage(img, hashlib.sha256(data).hexdigest(), up.name, False)
     if choice == "Sample photo":
-        import skimage.data
-
         name = st.selectbox("Photo (scikit-image samples)", SAMPLE_PHOTOS, key=f"{key}_photo")
-        return InputImage(Image.fromarray(getattr(skimage.data, name)()).convert("RGB"), f"sample:{name}", name, False)
+        return InputImage(sample_image(name), f"sample:{name}", name, False)
     try:
         images, labels = fashion_test(100)
     except FileNotFoundError as e:

@@ -11,7 +11,7 @@ from .faithfulness import perturbation_curve
 from .features import dataset_features, layer_features, layer_names
 from .filters import patch_embedding_components
 from .heads import head_maps
-from .inputs import SAMPLE_PHOTOS, load_image, photo, prepare, sample_photo
+from .inputs import SAMPLE_PHOTOS, load_image, photo, prepare, sample_image, sample_photo
 from .posembed import position_embedding_similarity
 from .probe import PAPER_SHOTS, evaluate_features, fewshot_eval, fewshot_ridge, linear_probe, logistic_probe
 from .rollout import attention_rollout, cls_map, fuse_heads, gradient_rollout
@@ -20,5 +20,5 @@ __all__ = ["PAPER_SHOTS", "SAMPLE_PHOTOS", "attention_distance", "attention_roll
            "evaluate_features", "fewshot_eval", "fewshot_ridge", "fuse_heads", "gradient_rollout", "head_maps", "layer_features",
            "layer_names", "layer_similarity", "linear_cka", "linear_probe", "load_image", "logistic_probe", "photo",
            "mean_attention_distance", "minibatch_cka", "patch_distances", "patch_embedding_components",
-           "position_embedding_similarity", "prepare", "sample_photo", "unbiased_hsic"]
+           "position_embedding_similarity", "prepare", "sample_image", "sample_photo", "unbiased_hsic"]
 __all__ += ["grad_cam", "integrated_gradients", "perturbation_curve"]  # attribution and faithfulness (app issue)

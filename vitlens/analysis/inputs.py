@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # The real photos the paper-style figures use when no image is given (scikit-image's bundled samples).
 SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
@@ -28,13 +31,19 @@ def load_image(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(arr.transpose(2, 0, 1).copy())
 
 
-def sample_photo(name: str) -> torch.Tensor:
-    """One of scikit-image's sample photos (``astronaut``, ``chelsea``, ``coffee``, ``rocket``) as 3 x H x W."""
+def sample_image(name: str) -> Image.Image:
+    """One of scikit-image's sample photos (``astronaut``, ``chelsea``, ``coffee``, ``rocket``) as an RGB image."""
     import skimage.data
+    from PIL import Image
 
     if name not in SAMPLE_PHOTOS:
         raise ValueError(f"unknown sample photo {name!r}; choose from {', '.join(SAMPLE_PHOTOS)}")
-    arr = getattr(skimage.data, name)().astype(np.float32) / 255.0
+    return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+
+
+def sample_photo(name: str) -> torch.Tensor:
+    """One of scikit-image's sample photos as 3 x H x W in [0, 1] (see :func:`sample_image`)."""
+    arr = np.asarray(sample_image(name), dtype=np.float32) / 255.0
     return torch.from_numpy(arr.transpose(2, 0, 1).copy())
 
 
@@ -48,16 +57,9 @@ def photo(name: str | Path, data_config: Mapping[str, Any]) -> torch.Tensor:
         name: one of :data:`SAMPLE_PHOTOS`, or a path (a file of that name wins).
         data_config: ``model.data_config``.
     """
-    from PIL import Image
-
     from ..images import model_view, open_image
 
-    if str(name) in SAMPLE_PHOTOS and not Path(name).exists():
-        import skimage.data
-
-        img = Image.fromarray(getattr(skimage.data, str(name))()).convert("RGB")
-    else:
-        img = open_image(name)
+    img = sample_image(str(name)) if str(name) in SAMPLE_PHOTOS and not Path(name).exists() else open_image(name)
     if data_config["input_size"][0] == 1:  # the app's 8-bit PIL grayscale, as three equal channels
         img = img.convert("L").convert("RGB")
     return torch.from_numpy(model_view(img, data_config)).permute(2, 0, 1).contiguous()
