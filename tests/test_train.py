@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -173,19 +174,26 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def _folder_tree(root: Path, per_class: int) -> None:
-    """train/ and test/ of three classes a ViT can tell apart: noisy red, green and blue 32 x 32 images."""
+def _colour_images(per_class: int, seed: int = 0):
+    """Three classes a ViT can tell apart: noisy red, green and blue 32 x 32 images (uint8 HWC), and labels."""
     import numpy as np
+
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 120, size=(3 * per_class, 32, 32, 3))
+    labels = np.repeat(np.arange(3), per_class)
+    images[np.arange(len(labels)), ..., labels] += 120
+    return images.astype(np.uint8), labels
+
+
+def _folder_tree(root: Path, per_class: int) -> None:
+    """train/ and test/ ImageFolder trees of the three colour classes."""
     from PIL import Image
 
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for c, name in enumerate(("red", "green", "blue")):
-            (root / split / name).mkdir(parents=True)
-            for i in range(per_class):
-                arr = rng.integers(0, 120, size=(32, 32, 3))
-                arr[..., c] += 120
-                Image.fromarray(arr.astype(np.uint8)).save(root / split / name / f"{i}.png")
+    for seed, split in enumerate(("train", "test")):
+        for i, (arr, label) in enumerate(zip(*_colour_images(per_class, seed))):
+            folder = root / split / ("red", "green", "blue")[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(folder / f"{i}.png")
 
 
 @pytest.mark.parametrize("dataset", ["folder", "timm:"])
@@ -203,6 +211,60 @@ def test_pretrain_on_an_image_folder_through_torchvision_and_timm_readers(tmp_pa
     assert losses[0] > 0.9 * math.log(3) and final["eval_acc"] > 0.9  # colour is easy: well above chance (1/3)
     model = vitlens.load_model(run)
     assert model.num_classes == 3 and model.data_config["input_size"] == (3, 32, 32)
+
+
+def _cifar_archive(root: Path, name: str, per_class: int) -> dict:
+    """The extracted python-version archive torchvision reads (pickled dicts of CHW rows), with colour images.
+
+    Returns the training images as torchvision should give them back (HWC uint8) and their labels.
+    """
+    import pickle
+
+    folder, train_files, test_file, meta, key, label_key = {
+        "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "batches.meta",
+                    "label_names", "labels"),
+        "cifar100": ("cifar-100-python", ["train"], "test", "meta", "fine_label_names", "fine_labels")}[name]
+    (root / folder).mkdir(parents=True)
+    classes = 10 if name == "cifar10" else 100
+    (root / folder / meta).write_bytes(pickle.dumps({key: [f"class{i}" for i in range(classes)]}))
+    train_images, train_labels = _colour_images(per_class, seed=0)
+    batches = [(f, train_images[i::len(train_files)], train_labels[i::len(train_files)])
+               for i, f in enumerate(train_files)] + [(test_file, *_colour_images(per_class, seed=1))]
+    for filename, images, labels in batches:
+        rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # CIFAR stores each image as R, G, B planes
+        (root / folder / filename).write_bytes(pickle.dumps({"data": rows, label_key: labels.tolist()}))
+    return dict(images=np.concatenate([b[1] for b in batches[:-1]]), labels=np.concatenate([b[2] for b in batches[:-1]]),
+                classes=classes)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_pretrain_on_cifar_through_torchvision(tmp_path, monkeypatch, name):
+    """CIFAR-10/100 from the extracted archives in --data-dir, read by torchvision's classes. The files are made
+    here (this machine is offline), so torchvision's MD5 check of the real archives is switched off."""
+    import torchvision.datasets.cifar
+
+    from vitlens.data import build_dataset
+
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args: True)
+    made = _cifar_archive(tmp_path / "data", name, per_class=16)
+    ds = build_dataset(name, "train", data_dir=tmp_path / "data", download=False)
+    assert len(ds) == len(made["labels"]) and len(ds.classes) == made["classes"]
+    for i in (0, 17, len(ds) - 1):
+        image, label = ds[i]
+        assert np.array_equal(np.asarray(image), made["images"][i]) and label == made["labels"][i]
+    overrides = [f"data.dataset={name}", f"data.data_dir={tmp_path / 'data'}", "model.patch_size=8",
+                 "model.embed_dim=32", "model.depth=1", "model.num_heads=2", "model.mlp_dim=64", "train.steps=30",
+                 "train.batch_size=16", "optim.lr=3e-3", "schedule.warmup_steps=2", "augment.label_smoothing=0",
+                 "train.threads=1", "train.log_every=1", "train.eval=true", "data.workers=0", "model.img_size=32"]
+    with pytest.raises(ValueError, match="3 channel.*model.in_chans=3"):  # the Fashion-MNIST recipe's 1 channel
+        train(load_config("fashion_vit", overrides), tmp_path / "gray")
+    run = train(load_config("fashion_vit", overrides + ["model.in_chans=3"]), tmp_path / "run")
+    final = [r for r in records(run) if "eval_acc" in r][-1]
+    assert final["eval_acc"] > 0.9  # three colours: well above chance
+    model = vitlens.load_model(run)
+    assert model.num_classes == made["classes"] and model.data_config["input_size"] == (3, 32, 32)
+    published_mean = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}[name]
+    assert model.data_config["mean"] == pytest.approx(published_mean)
 
 
 def test_atomic_writes_get_the_permissions_of_a_plain_write(tmp_path):

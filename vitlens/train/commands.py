@@ -9,7 +9,7 @@ from typing import Any
 from .config import apply_overrides, list_configs, load_config
 
 # Shortcut flags and the config keys they set.
-_FLAGS = {"data_dir": "data.data_dir", "epochs": "train.epochs", "steps": "train.steps",
+_FLAGS = {"dataset": "data.dataset", "data_dir": "data.data_dir", "epochs": "train.epochs", "steps": "train.steps",
           "batch_size": "train.batch_size", "lr": "optim.lr", "img_size": "model.img_size",
           "source": "model.source", "compile": "train.compile", "amp": "train.amp"}
 
@@ -20,6 +20,7 @@ def _add_train_args(p: argparse.ArgumentParser, default_config: str) -> None:
     p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<name>-<time>)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                    help="continue RUN_DIR from its newest checkpoint, with its saved config (overrides still apply)")
+    p.add_argument("--dataset", default=None, help="fashion_mnist, cifar10, cifar100, folder, synthetic, timm:<name>")
     p.add_argument("--data-dir", default=None, help="dataset folder (Fashion-MNIST: also $VITLENS_DATA)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="total optimizer steps (instead of epochs)")
