@@ -74,17 +74,20 @@ def test_tiny_pretrain_learns_then_finetunes_at_twice_the_resolution_from_a_zero
     assert model.img_size == (56, 56) and model.data_config["input_size"] == (1, 56, 56)
 
 
-def test_resume_is_bitwise_identical(tmp_path):
+@pytest.mark.parametrize("stop_at", [5, 8])
+def test_resume_is_bitwise_identical(tmp_path, stop_at):
     # Everything random at once: crop/flip/RandAugment (python RNG), mixup (numpy), dropout and drop-path
-    # (torch), plus EMA and gradient accumulation. 256 images / batch 32 = 8 steps per epoch; the run stops
-    # mid-epoch at step 5 and the second half crosses the epoch boundary.
+    # (torch), plus EMA, gradient accumulation and a test-set evaluation after every epoch. 256 images / batch 32 =
+    # 8 steps per epoch; the run stops mid-epoch at step 5, or at the end of the epoch (step 8), where the
+    # straight run evaluates after its checkpoint and the resumed one does not, then crosses the epoch boundary.
     cfg = tiny("data.subset=256", "train.steps=12", "train.ckpt_every=4", "train.keep_last=2",
                "train.accum_steps=2", "train.ema_decay=0.9", "model.dropout=0.1", "model.drop_path=0.1",
-               "augment.rand_augment=rand-m9-mstd0.5", "augment.mixup=0.2", "augment.label_smoothing=0.1")
+               "augment.rand_augment=rand-m9-mstd0.5", "augment.mixup=0.2", "augment.label_smoothing=0.1",
+               "train.eval=true", "data.eval_subset=64")
     straight = train(cfg, tmp_path / "straight")
-    split = train(apply_overrides(cfg, ["train.stop_at=5"]), tmp_path / "split")
+    split = train(apply_overrides(cfg, [f"train.stop_at={stop_at}"]), tmp_path / "split")
     assert not (split / "model.safetensors").exists()
-    assert [p.name for p in list_checkpoints(split)] == ["step_00000004", "step_00000005"]
+    assert [p.name for p in list_checkpoints(split)] == ["step_00000004", f"step_0000000{stop_at}"]
     saved = yaml.safe_load((split / "config.yaml").read_text())
     train(apply_overrides(saved, ["train.stop_at=null"]), split, resume=True)
 
@@ -95,6 +98,8 @@ def test_resume_is_bitwise_identical(tmp_path):
     assert all(torch.equal(sa["ema"][k], sb["ema"][k]) for k in sa["ema"])
     losses = lambda run: [(r["step"], r["loss"]) for r in records(run) if "loss" in r]  # noqa: E731
     assert losses(straight) == losses(split)
+    evals = lambda run: [r for r in records(run) if "eval_acc" in r]  # noqa: E731
+    assert len(evals(straight)) == 2 and evals(straight) == evals(split)
 
 
 def test_ddp_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):

@@ -141,7 +141,10 @@ def build_eval_loader(model: nn.Module, data_cfg: dict[str, Any], d: Dist, batch
     if d.world > 1:
         ds = Subset(ds, range(d.rank, len(ds), d.world))
     workers = _workers(data_cfg.get("workers", "auto"), data_cfg["dataset"], d.device, d.world)
-    return DataLoader(ds, batch_size=batch_size, num_workers=workers, pin_memory=d.device.type == "cuda")
+    # Its own generator: starting an iterator draws a seed, which from the global RNG would make a run that
+    # evaluates after a checkpoint differ from one resumed from that checkpoint.
+    return DataLoader(ds, batch_size=batch_size, num_workers=workers, pin_memory=d.device.type == "cuda",
+                      generator=torch.Generator())
 
 
 def _autocast(device: torch.device, amp: Any):
@@ -391,18 +394,18 @@ def train(cfg: dict[str, Any], run_dir: str | Path | None = None, resume: bool =
                 last_ckpt = checkpoint()
             if step == stop_at or step == total:
                 break
-        if step == stop_at and step < total:
-            bar.close()
-            if d.main:
-                print(f"stopped at step {step} as asked (train.stop_at); continue with --resume {run_dir}")
-                metrics.close()
-            return run_dir
         if eval_loader is not None and (step % steps_per_epoch == 0 or step == total):
             result = evaluate(ema.module if ema is not None else model, eval_loader, d, tcfg.get("amp", "auto"))
             if d.main:
                 metrics.write(dict(step=step, epoch=epoch, eval_acc=result["acc"], eval_loss=result["loss"]))
                 bar.write(f"epoch {epoch}: eval accuracy {result['acc']:.4f}, loss {result['loss']:.4f} "
                           f"({result['count']} images)")
+        if step == stop_at and step < total:
+            bar.close()
+            if d.main:
+                print(f"stopped at step {step} as asked (train.stop_at); continue with --resume {run_dir}")
+                metrics.close()
+            return run_dir
     bar.close()
     if d.main:
         final = ema.module if ema is not None else model
