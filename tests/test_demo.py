@@ -48,6 +48,7 @@ def test_all_demos_are_bundled_small_and_carded():
         assert (WEIGHTS_DIR / f"{name}.safetensors").stat().st_size < 8 * 2**20
         c = card(name)
         assert c["test_images"] == 10000 and c["command"] and c["training_time_s"] > 0 and c["machine"]
+        assert c["config"]["data"]["dataset"] == c["data"]["dataset"] == "fashion_mnist" and c["model"]["data_config"]
 
 
 @pytest.mark.slow

@@ -89,6 +89,8 @@ def test_resume_is_bitwise_identical(tmp_path, stop_at):
     assert not (split / "model.safetensors").exists()
     assert [p.name for p in list_checkpoints(split)] == ["step_00000004", f"step_0000000{stop_at}"]
     saved = yaml.safe_load((split / "config.yaml").read_text())
+    with pytest.raises(ValueError, match="already holds a run; continue it with --resume"):
+        train(cfg, split)  # a fresh run into the same folder would mix two runs' metrics and checkpoints
     train(apply_overrides(saved, ["train.stop_at=null"]), split, resume=True)
 
     a, b = weights(straight), weights(split)
@@ -116,6 +118,7 @@ def test_ddp_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6, msg=k)
     assert not torch.equal(a["head.weight"], torch.zeros_like(a["head.weight"]))  # it did train
+    assert len(load_state(list_checkpoints(tmp_path / "ddp")[-1])["rng"]) == 2  # two ranks, not one run twice
 
 
 KILL_DURING_CHECKPOINT = """
@@ -161,7 +164,7 @@ def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp
     assert [p.name for p in list_checkpoints(run)][-1] == "step_00000004" and (run / "model.safetensors").exists()
 
 
-def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     real_build = loop.build_model
 
     def poisoned_build(model_cfg, num_classes):  # the 3rd forward pass (step 3) returns NaN logits
@@ -177,6 +180,34 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     assert [p.name for p in list_checkpoints(run)] == ["step_00000002"] and not (run / "model.safetensors").exists()
     model = vitlens.load_model(run)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+    # The CLI: the message on stderr and exit status 3, no traceback.
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(tiny("train.steps=6", "train.ckpt_every=2")))
+    from vitlens.cli import main
+
+    assert main(["pretrain", "--config", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "cli")]) == 3
+    err = capsys.readouterr().err
+    assert "vitlens: training stopped: loss is nan" in err and "Traceback" not in err
+
+
+def test_finetune_a_timm_cnn_from_the_hub_saves_and_reloads(tmp_path, monkeypatch):
+    """`--from timm:<cnn>`: a zero-initialised new classifier, and a run that load_model reads back as that CNN.
+    The hub download is replaced by the same architecture with random weights (this machine is offline)."""
+    import timm
+
+    real_create = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda name, pretrained=False, **kw: real_create(name.split(".")[0], **kw))
+    ft = train(load_config("fashion_vit_ft", [
+        "model.source=timm:resnet18.a1_in1k", "model.img_size=32", "data.dataset=synthetic", "data.subset=64",
+        "train.steps=3", "train.batch_size=16", "train.log_every=1", "train.eval=false", "train.threads=1",
+        "train.ema_decay=null"]), tmp_path / "ft")
+    assert records(ft)[0]["loss"] == pytest.approx(CHANCE, abs=1e-6)  # a zero classifier: uniform logits
+    model = vitlens.load_model(ft)
+    assert type(model).__name__ == "ResNet" and model.num_classes == 10
+    assert model.data_config["input_size"] == (3, 32, 32)
+    assert model.data_config["mean"] == pytest.approx((0.485, 0.456, 0.406))  # timm's ImageNet preprocessing kept
+    saved = weights(ft)
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
 
 
 def _colour_images(per_class: int, seed: int = 0):

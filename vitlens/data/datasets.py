@@ -137,8 +137,11 @@ def build_dataset(name: str, split: str, transform: Callable | None = None, data
     elif name.startswith("timm:"):
         from timm.data import create_dataset
 
-        return create_dataset(name[5:], root=str(data_dir) if data_dir else None, split=split, is_training=train,
-                              download=download, transform=transform)
+        ds = create_dataset(name[5:], root=str(data_dir) if data_dir else None, split=split, is_training=train,
+                            download=download, transform=transform)
+        if subset and isinstance(ds, torch.utils.data.IterableDataset):
+            raise ValueError(f"{name} streams its items, so data.subset / --subset ({subset}) cannot pick the first "
+                             f"N; drop it (a streamed dataset is read whole)")
     else:
         raise ValueError(f"unknown dataset {name!r}; use fashion_mnist, cifar10, cifar100, folder, synthetic "
                          f"or timm:<name>")

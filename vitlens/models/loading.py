@@ -301,6 +301,10 @@ def _load_timm(name: str, num_classes: int | None) -> nn.Module:
         if num_classes is not None and num_classes != model.num_classes:
             log.info("%s: new %d-class head (timm's reset_classifier)", name, num_classes)
             model.reset_classifier(num_classes)
+        chans, _, side = model.data_config["input_size"]
+        # create_cnn rebuilds the same architecture, so a fine-tuned copy saves and loads like the bundled CNN
+        model.vitlens_spec = dict(name=model.pretrained_cfg.get("architecture") or name.split(".")[0],
+                                  in_chans=chans, num_classes=model.num_classes, img_size=side)
         return model
 
 

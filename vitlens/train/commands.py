@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ def _add_train_args(p: argparse.ArgumentParser, default_config: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
-    from .loop import train
+    from .loop import TrainingDiverged, train
 
     flags = [f"{key}={json.dumps(getattr(args, name))}" for name, key in _FLAGS.items()
              if getattr(args, name, None) is not None]
@@ -44,6 +45,9 @@ def _run(args: argparse.Namespace) -> int:
             train(load_config(args.resume / "config.yaml", flags + args.overrides), args.resume, resume=True)
         else:
             train(load_config(args.config, flags + args.overrides), args.out)
+    except TrainingDiverged as e:
+        print(f"vitlens: training stopped: {e}", file=sys.stderr)
+        return 3
     finally:
         if dist.is_initialized():  # leave the torchrun job cleanly (an open gloo group can hang at exit)
             dist.destroy_process_group()

@@ -173,6 +173,9 @@ def evaluate(model: nn.Module, loader: DataLoader, d: Dist = Dist(), amp: Any = 
     return dict(acc=correct / max(count, 1), loss=loss / max(count, 1), count=int(count))
 
 
+DECAYS = ("cosine", "linear")
+
+
 def lr_factor(step: int, total: int, warmup: int, decay: str, min_ratio: float) -> float:
     """Linear warm-up to the peak over ``warmup`` steps, then linear or cosine decay to ``min_ratio`` (paper App. B)."""
     if step < warmup:
@@ -183,7 +186,7 @@ def lr_factor(step: int, total: int, warmup: int, decay: str, min_ratio: float) 
     elif decay == "linear":
         shape = 1 - progress
     else:
-        raise ValueError(f"schedule.decay must be 'cosine' or 'linear', got {decay!r}")
+        raise ValueError(f"schedule.decay must be one of {DECAYS}, got {decay!r}")
     return min_ratio + (1 - min_ratio) * shape
 
 
@@ -201,7 +204,9 @@ class MetricsLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            # purge_step drops the events an interrupted run wrote after its checkpoint, as above for the JSON
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"),
+                                    purge_step=resume_step + 1 if resume_step is not None else None)
         except ImportError:
             self.tb = None
 
@@ -231,6 +236,8 @@ def train(cfg: dict[str, Any], run_dir: str | Path | None = None, resume: bool =
     """
     tcfg, data_cfg, optim_cfg, sched_cfg = cfg["train"], cfg["data"], cfg["optim"], cfg["schedule"]
     augment = cfg.get("augment", {})
+    if sched_cfg.get("decay", "cosine") not in DECAYS:  # before any step, not after the warm-up
+        raise ValueError(f"schedule.decay must be one of {DECAYS}, got {sched_cfg['decay']!r}")
     d = setup_distributed(tcfg.get("device"))
     if tcfg.get("threads"):
         torch.set_num_threads(int(tcfg["threads"]))
@@ -243,6 +250,9 @@ def train(cfg: dict[str, Any], run_dir: str | Path | None = None, resume: bool =
     checkpoints = list_checkpoints(run_dir) if resume else []
     if resume and not checkpoints:
         raise FileNotFoundError(f"--resume: {run_dir} has no complete checkpoint (checkpoints/step_*/state.pt)")
+    if not resume and ((run_dir / "metrics.jsonl").exists() or list_checkpoints(run_dir)):
+        raise ValueError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or choose another "
+                         f"--out (a second run there would mix its metrics and checkpoints with the first's)")
 
     # Model: identical initial weights on every rank, then per-rank randomness for augmentation and dropout.
     seed = int(tcfg.get("seed", 0))
@@ -280,7 +290,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path | None = None, resume: bool =
     # Optimisation: AdamW (pre-training) or SGD momentum (fine-tuning) through timm, no decay on biases and norms.
     opt_name = optim_cfg.get("name", "adamw")
     extra = dict(betas=tuple(optim_cfg.get("betas", (0.9, 0.999)))) if "adam" in opt_name else {}
-    if "adam" in opt_name and d.device.type == "cuda":
+    if opt_name in ("adam", "adamw") and d.device.type == "cuda":  # torch's fused kernels; timm's variants have none
         extra["fused"] = True
     optimizer = create_optimizer_v2(model, opt=opt_name, lr=float(optim_cfg["lr"]),
                                     weight_decay=float(optim_cfg.get("weight_decay", 0.0)),
@@ -350,7 +360,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path | None = None, resume: bool =
         epoch = step // steps_per_epoch
         sampler.set_epoch(epoch)
         sampler.start = (step % steps_per_epoch) * micro * accum
-        loader_gen.manual_seed(seed + epoch)
+        loader_gen.manual_seed(seed + epoch + 1_000_003 * d.rank)  # loader workers' seeds: per rank and epoch
         batches = iter(loader)
         for _ in range(steps_per_epoch - step % steps_per_epoch):
             loss_sum = torch.zeros((), device=d.device)
@@ -370,6 +380,8 @@ def train(cfg: dict[str, Any], run_dir: str | Path | None = None, resume: bool =
             loss_value, norm_value = loss_sum.item(), grad_norm.item()
             if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
                 bar.close()
+                if d.main:
+                    metrics.close()
                 raise TrainingDiverged(
                     f"loss is {loss_value} (gradient norm {norm_value}) at step {step + 1}; stopped before updating "
                     f"the weights. Last good checkpoint: {last_ckpt or 'none written yet'}. Lower optim.lr, keep "
