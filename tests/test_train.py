@@ -249,6 +249,48 @@ def test_pretrain_on_an_image_folder_through_torchvision_and_timm_readers(tmp_pa
     assert model.num_classes == 3 and model.data_config["input_size"] == (3, 32, 32)
 
 
+def test_pretrain_streams_webdataset_shards_through_timm(tmp_path):
+    """Data beyond one disk: WebDataset tar shards (image + .cls per sample, timm's _info.json), streamed by timm's
+    wds reader; a run stopped mid-epoch resumes at the same step."""
+    import io
+    import json
+    import tarfile
+
+    from PIL import Image
+
+    root = tmp_path / "shards"
+    root.mkdir()
+    splits = {}
+    for seed, split in enumerate(("train", "test")):
+        images, labels = _colour_images(per_class=16, seed=seed)
+        names = [f"{split}-{i}.tar" for i in range(2)]
+        for shard, name in enumerate(names):
+            with tarfile.open(root / name, "w") as tar:
+                for i in range(shard, len(labels), 2):
+                    png = io.BytesIO()
+                    Image.fromarray(images[i]).save(png, format="PNG")
+                    for ext, data in (("png", png.getvalue()), ("cls", str(labels[i]).encode())):
+                        info = tarfile.TarInfo(f"{i:05d}.{ext}")
+                        info.size = len(data)
+                        tar.addfile(info, io.BytesIO(data))
+        splits[split] = dict(name=split, num_samples=len(labels), filenames=names, shard_lengths=[len(labels) // 2] * 2)
+    (root / "_info.json").write_text(json.dumps(dict(name="colours", splits=splits)))
+
+    cfg = load_config("fashion_vit", [
+        "data.dataset=timm:wds/colours", f"data.data_dir={root}", "data.num_classes=3", "model.img_size=32",
+        "model.in_chans=3", "model.patch_size=8", "model.embed_dim=32", "model.depth=1", "model.num_heads=2",
+        "model.mlp_dim=64", "train.epochs=10", "train.batch_size=16", "optim.lr=3e-3", "schedule.warmup_steps=2",
+        "augment.label_smoothing=0", "train.threads=1", "train.log_every=1", "train.eval=true", "data.workers=0",
+        "train.stop_at=7", "train.ckpt_every=100"])
+    run = train(cfg, tmp_path / "run")  # 48 images / 16 = 3 steps per epoch: stops inside epoch 2
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000007"]
+    train(apply_overrides(cfg, ["train.stop_at=null"]), run, resume=True)
+    steps = [r["step"] for r in records(run) if "loss" in r]
+    assert steps == list(range(1, 31))  # every step once, the resumed part continuing at step 8
+    evals = [r for r in records(run) if "eval_acc" in r]
+    assert [r["step"] for r in evals] == list(range(3, 31, 3)) and evals[-1]["eval_acc"] > 0.9  # 48 test images
+
+
 def _cifar_archive(root: Path, name: str, per_class: int) -> dict:
     """The extracted python-version archive torchvision reads (pickled dicts of CHW rows), with colour images.
 

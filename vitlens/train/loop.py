@@ -21,7 +21,7 @@ from timm.optim import create_optimizer_v2
 from timm.utils import ModelEmaV3, random_seed
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Subset
 from tqdm import tqdm
 
 from ..data import DATASET_STATS, SMALL_DATASETS, build_dataset, build_transform, num_classes_of
@@ -138,7 +138,7 @@ def build_eval_loader(model: nn.Module, data_cfg: dict[str, Any], d: Dist, batch
     transform = build_transform(model.data_config, data_cfg["dataset"], train=False)
     ds: Dataset = build_dataset(data_cfg["dataset"], split, transform, data_cfg.get("data_dir"),
                                 data_cfg.get("eval_subset"))
-    if d.world > 1:
+    if d.world > 1 and not isinstance(ds, IterableDataset):  # streams split themselves over ranks
         ds = Subset(ds, range(d.rank, len(ds), d.world))
     workers = _workers(data_cfg.get("workers", "auto"), data_cfg["dataset"], d.device, d.world)
     # Its own generator: starting an iterator draws a seed, which from the global RNG would make a run that
@@ -232,7 +232,8 @@ def train(cfg: dict[str, Any], run_dir: str | Path | None = None, resume: bool =
             ``vitlens/configs/*.yaml``).
         run_dir: where config, metrics and checkpoints go; default ``runs/<name>-<time>``.
         resume: continue from the newest complete checkpoint in ``run_dir`` (model, optimizer, scheduler, EMA,
-            step, data position and every RNG), so the run ends exactly as an uninterrupted one would.
+            step, data position and every RNG), so the run ends exactly as an uninterrupted one would (for
+            map-style datasets; a streamed one continues at the same step in its own order).
     """
     tcfg, data_cfg, optim_cfg, sched_cfg = cfg["train"], cfg["data"], cfg["optim"], cfg["schedule"]
     augment = cfg.get("augment", {})
@@ -276,12 +277,18 @@ def train(cfg: dict[str, Any], run_dir: str | Path | None = None, resume: bool =
     micro = batch // (d.world * accum)
     train_tf = build_transform(model.data_config, data_cfg["dataset"], train=True, augment=augment)
     train_ds = build_dataset(data_cfg["dataset"], "train", train_tf, data_cfg.get("data_dir"), data_cfg.get("subset"))
-    sampler = ResumableSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=seed, drop_last=True)
+    workers = _workers(data_cfg.get("workers", "auto"), data_cfg["dataset"], d.device, d.world)
+    # Streamed datasets (timm's wds/, tfds/, hfids/ readers) shard, shuffle and size themselves per rank and worker;
+    # map-style ones go through the resumable DistributedSampler.
+    streamed = isinstance(train_ds, IterableDataset)
+    sampler = None if streamed else ResumableSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True,
+                                                     seed=seed, drop_last=True)
+    if streamed and hasattr(train_ds, "set_loader_cfg"):
+        train_ds.set_loader_cfg(num_workers=workers)
     loader_gen = torch.Generator()  # the loader's own generator, so creating an iterator never touches the global RNG
     loader = DataLoader(train_ds, batch_size=micro, sampler=sampler, drop_last=True, generator=loader_gen,
-                        num_workers=_workers(data_cfg.get("workers", "auto"), data_cfg["dataset"], d.device, d.world),
-                        pin_memory=d.device.type == "cuda")
-    steps_per_epoch = sampler.num_samples // (micro * accum)
+                        num_workers=workers, pin_memory=d.device.type == "cuda")
+    steps_per_epoch = (len(train_ds) if streamed else sampler.num_samples) // (micro * accum)
     if steps_per_epoch == 0:
         raise ValueError(f"the training set ({len(train_ds)} items) is smaller than one global batch ({batch})")
     total = int(tcfg.get("steps") or tcfg["epochs"] * steps_per_epoch)
@@ -358,10 +365,19 @@ def train(cfg: dict[str, Any], run_dir: str | Path | None = None, resume: bool =
     t_last, n_last = time.perf_counter(), step
     while step < total:
         epoch = step // steps_per_epoch
-        sampler.set_epoch(epoch)
-        sampler.start = (step % steps_per_epoch) * micro * accum
         loader_gen.manual_seed(seed + epoch + 1_000_003 * d.rank)  # loader workers' seeds: per rank and epoch
-        batches = iter(loader)
+        if streamed:
+            if hasattr(train_ds, "set_epoch"):
+                train_ds.set_epoch(epoch)
+            batches = iter(loader)
+            # A stream cannot seek: a resumed run reads past the batches this epoch already used. The shuffle
+            # buffer starts afresh, so the order is the stream's, not bitwise the interrupted run's.
+            for _ in range((step % steps_per_epoch) * accum):
+                next(batches)
+        else:
+            sampler.set_epoch(epoch)
+            sampler.start = (step % steps_per_epoch) * micro * accum
+            batches = iter(loader)
         for _ in range(steps_per_epoch - step % steps_per_epoch):
             loss_sum = torch.zeros((), device=d.device)
             for i in range(accum):
