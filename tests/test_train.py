@@ -39,6 +39,30 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "model.safetensors" if path.is_dir() else path))
 
 
+def test_cli_pretrain_resume_finetune_and_eval(tmp_path, capsys):
+    """The commands a user types: pretrain with flags and overrides, --resume, finetune --from --img-size (with EMA),
+    eval of the run on its own dataset; and a mistyped override is refused with a suggestion."""
+    from vitlens.cli import main
+
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny()))
+    pre, ft = tmp_path / "pre", tmp_path / "ft"
+    assert main(["pretrain", "--config", str(tmp_path / "tiny.yaml"), "--out", str(pre), "--steps", "6",
+                 "train.stop_at=3", "train.ckpt_every=3"]) == 0
+    assert [p.name for p in list_checkpoints(pre)] == ["step_00000003"] and not (pre / "model.safetensors").exists()
+    assert main(["pretrain", "--resume", str(pre), "train.stop_at=null"]) == 0
+    assert [r["step"] for r in records(pre) if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert main(["finetune", "--from", str(pre), "--img-size", "56", "--steps", "2", "--out", str(ft),
+                 "--batch-size", "32", "data.subset=64", "train.eval=false", "train.threads=1",
+                 "train.ema_decay=0.9"]) == 0
+    model = vitlens.load_model(ft)
+    assert model.img_size == (56, 56) and model.data_config["input_size"] == (1, 56, 56)
+    capsys.readouterr()
+    assert main(["eval", str(ft), "--subset", "100"]) == 0
+    assert "on fashion_mnist test: accuracy" in capsys.readouterr().out
+    assert main(["pretrain", "--config", str(tmp_path / "tiny.yaml"), "train.ema_decy=0.9"]) == 2
+    assert "unknown key train.ema_decy; did you mean train.ema_decay" in capsys.readouterr().err
+
+
 def test_lr_schedule_warmup_then_decay():
     assert [lr_factor(s, 10, 4, "linear", 0.0) for s in (0, 3)] == [0.25, 1.0]
     assert lr_factor(4, 10, 4, "cosine", 0.0) == 1.0 and lr_factor(10, 10, 4, "cosine", 0.1) == pytest.approx(0.1)

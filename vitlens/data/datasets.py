@@ -80,8 +80,9 @@ def build_transform(data_config: Mapping[str, Any], dataset: str, train: bool,
                                 re_prob=augment.get("random_erasing", 0.0))
     native, native_chans = SMALL_DATASETS[dataset]
     if chans != native_chans:  # Normalize would broadcast a 1-channel mean silently; the conv would fail later
-        raise ValueError(f"{dataset} images have {native_chans} channel(s) but the model takes {chans}: set "
-                         f"model.in_chans={native_chans} (and model.img_size={native} for its native size)")
+        raise ValueError(f"{dataset} images have {native_chans} channel(s) but the model takes {chans}: train with "
+                         f"model.in_chans={native_chans} (and model.img_size={native}, its native size), or evaluate "
+                         f"on a dataset of {chans}-channel images (vitlens eval --dataset)")
     steps: list[Callable] = []
     if train and augment.get("crop_padding"):
         steps.append(T.RandomCrop(native, padding=augment["crop_padding"]))

@@ -60,10 +60,14 @@ def _eval(args: argparse.Namespace) -> int:
 
     d: Dist = setup_distributed()
     model = load_model(args.model).to(d.device)
-    data_cfg: dict[str, Any] = dict(dataset=args.dataset, data_dir=args.data_dir, eval_subset=args.subset)
+    run_config = Path(args.model).expanduser() / "config.yaml"
+    trained_on = load_config(run_config)["data"] if run_config.is_file() else {}  # a run: its own dataset
+    dataset = args.dataset or trained_on.get("dataset", "fashion_mnist")
+    data_dir = args.data_dir or (trained_on.get("data_dir") if dataset == trained_on.get("dataset") else None)
+    data_cfg: dict[str, Any] = dict(dataset=dataset, data_dir=data_dir, eval_subset=args.subset)
     result = evaluate(model, build_eval_loader(model, data_cfg, d, args.batch_size, args.split), d)
     if d.main:
-        print(f"{args.model} on {args.dataset} {args.split}: accuracy {100 * result['acc']:.2f}% "
+        print(f"{args.model} on {dataset} {args.split}: accuracy {100 * result['acc']:.2f}% "
               f"(loss {result['loss']:.4f}, {result['count']} images)")
     return 0
 
@@ -83,7 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("eval", help="top-1 accuracy of a model on a dataset split")
     p.add_argument("model", help="demo:<name>, timm:<name>, a checkpoint or a run directory")
-    p.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist, cifar10, cifar100, folder, timm:<name>")
+    p.add_argument("--dataset", default=None, help="fashion_mnist, cifar10, cifar100, folder, timm:<name> (default: "
+                   "a run directory's own dataset, else fashion_mnist)")
     p.add_argument("--split", default="test")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--subset", type=int, default=None, help="only the first N images")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -34,14 +35,42 @@ def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict
     return apply_overrides(config, overrides)
 
 
+# Keys the training loop reads beyond those the packaged configs spell out. The model section is open: its keys
+# are constructor arguments (VisionTransformer or timm), which reject unknown names themselves.
+EXTRA_KEYS = {"data": {"num_classes"}}
+
+
+def known_keys() -> dict[str, set[str]]:
+    """Every ``section.key`` the packaged configs use, plus :data:`EXTRA_KEYS`."""
+    known: dict[str, set[str]] = {k: set(v) for k, v in EXTRA_KEYS.items()}
+    for path in CONFIG_DIR.glob("*.yaml"):
+        for section, body in (yaml.safe_load(path.read_text()) or {}).items():
+            known.setdefault(section, set()).update(body if isinstance(body, dict) else ())
+    return known
+
+
+def _check_key(item: str, section: str, leaf: str, known: dict[str, set[str]]) -> None:
+    """A typo (``train.ema_decy``) would otherwise be stored and silently ignored."""
+    if section == "model" or leaf in known.get(section, ()):
+        return
+    names = sorted(f"{sec}.{k}" for sec, keys in known.items() for k in keys)
+    close = difflib.get_close_matches(f"{section}.{leaf}", names, n=3)
+    raise ValueError(f"override {item!r}: unknown key {section}.{leaf}"
+                     + (f"; did you mean {' or '.join(close)}?" if close else f"; known keys: {', '.join(names)}"))
+
+
 def apply_overrides(config: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """A copy of ``config`` with ``"a.b=value"`` overrides applied (values parsed as YAML)."""
+    """A copy of ``config`` with ``"a.b=value"`` overrides applied (values parsed as YAML); keys outside the
+    ``model`` section must be ones the training loop reads."""
     config = copy.deepcopy(config)
+    known = known_keys()
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"override {item!r} is not of the form section.key=value")
         *parents, leaf = key.split(".")
+        if len(parents) == 1:
+            _check_key(item, parents[0], leaf, known)
         node = config
         for part in parents:
             node = node.setdefault(part, {})
