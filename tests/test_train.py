@@ -49,6 +49,7 @@ def test_cli_pretrain_resume_finetune_and_eval(tmp_path, capsys):
     assert main(["pretrain", "--config", str(tmp_path / "tiny.yaml"), "--out", str(pre), "--steps", "6",
                  "train.stop_at=3", "train.ckpt_every=3"]) == 0
     assert [p.name for p in list_checkpoints(pre)] == ["step_00000003"] and not (pre / "model.safetensors").exists()
+    assert main(["pretrain", "--resume", str(pre), "--config", "fashion_cnn"]) == 2  # not silently ignored
     assert main(["pretrain", "--resume", str(pre), "train.stop_at=null"]) == 0
     assert [r["step"] for r in records(pre) if "loss" in r] == [1, 2, 3, 4, 5, 6]
     assert main(["finetune", "--from", str(pre), "--img-size", "56", "--steps", "2", "--out", str(ft),

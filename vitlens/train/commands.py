@@ -16,8 +16,9 @@ _FLAGS = {"dataset": "data.dataset", "data_dir": "data.data_dir", "epochs": "tra
 
 
 def _add_train_args(p: argparse.ArgumentParser, default_config: str) -> None:
-    p.add_argument("--config", default=default_config,
+    p.add_argument("--config", default=None,
                    help=f"packaged config ({', '.join(list_configs())}) or a YAML file (default {default_config})")
+    p.set_defaults(default_config=default_config)
     p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<name>-<time>)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                    help="continue RUN_DIR from its newest checkpoint, with its saved config (overrides still apply)")
@@ -40,11 +41,14 @@ def _run(args: argparse.Namespace) -> int:
 
     flags = [f"{key}={json.dumps(getattr(args, name))}" for name, key in _FLAGS.items()
              if getattr(args, name, None) is not None]
+    if args.resume is not None and (args.config or args.out not in (None, args.resume)):
+        raise ValueError(f"--resume {args.resume} continues that run with its own config.yaml, in its own folder: "
+                         f"drop --config/--out (change settings with KEY=VALUE overrides)")
     try:
         if args.resume is not None:
             train(load_config(args.resume / "config.yaml", flags + args.overrides), args.resume, resume=True)
         else:
-            train(load_config(args.config, flags + args.overrides), args.out)
+            train(load_config(args.config or args.default_config, flags + args.overrides), args.out)
     except TrainingDiverged as e:
         print(f"vitlens: training stopped: {e}", file=sys.stderr)
         return 3
