@@ -39,6 +39,21 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "model.safetensors" if path.is_dir() else path))
 
 
+def test_paper_config_is_vit_b16_with_the_papers_pretraining_recipe():
+    """`--config paper_vit_b16` against the paper's numbers, typed here from Table 1, Table 3 and Appendix B.1."""
+    cfg = load_config("paper_vit_b16")
+    model = build_model(cfg["model"], num_classes=21843)
+    assert (model.patch_size, model.config["embed_dim"], model.config["depth"], model.config["num_heads"],
+            model.config["mlp_dim"], model.img_size) == (16, 768, 12, 12, 3072, (224, 224))
+    assert isinstance(model.pre_logits[-1], torch.nn.Tanh) and model.pre_logits[0].out_features == 768
+    assert model.config["dropout"] == 0.1
+    optim, schedule, train_cfg = cfg["optim"], cfg["schedule"], cfg["train"]
+    assert (optim["name"], optim["betas"], optim["weight_decay"], optim["lr"], optim["clip_grad"]) == (
+        "adamw", [0.9, 0.999], 0.03, 1e-3, 1.0)
+    assert (schedule["warmup_steps"], schedule["decay"], train_cfg["batch_size"], train_cfg["epochs"]) == (
+        10000, "linear", 4096, 90)
+
+
 def test_cli_pretrain_resume_finetune_and_eval(tmp_path, capsys):
     """The commands a user types: pretrain with flags and overrides, --resume, finetune --from --img-size (with EMA),
     eval of the run on its own dataset; and a mistyped override is refused with a suggestion."""
