@@ -144,6 +144,19 @@ def test_resume_is_bitwise_identical(tmp_path, stop_at):
     assert len(evals(straight)) == 2 and evals(straight) == evals(split)
 
 
+def test_gradient_accumulation_and_cpu_bf16(tmp_path):
+    """Two micro-batches of 16 give the weights of one batch of 32 (no randomness: no augmentation, no dropout);
+    train.amp=true runs bf16 autocast on CPU: close to float32's weights, but not equal to them."""
+    plain = ("train.steps=3", "augment.crop_padding=0", "augment.hflip=false", "augment.label_smoothing=0")
+    one = weights(train(tiny(*plain), tmp_path / "one"))
+    two = weights(train(tiny(*plain, "train.accum_steps=2"), tmp_path / "two"))
+    bf16 = weights(train(tiny(*plain, "train.amp=true"), tmp_path / "bf16"))
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-6, msg=k)
+        torch.testing.assert_close(bf16[k], one[k], rtol=0.05, atol=5e-3, msg=k)
+    assert any(not torch.allclose(bf16[k], one[k], rtol=1e-4, atol=1e-6) for k in one)
+
+
 def test_ddp_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
     cfg = tiny("train.steps=4", "augment.crop_padding=0", "augment.hflip=false")
     config_file = tmp_path / "ddp.yaml"
