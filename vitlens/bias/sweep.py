@@ -10,6 +10,7 @@ N is (so small subsets are seen for many epochs, large ones for few), and evalua
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -66,6 +67,8 @@ def run_point(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     Returns:
         ``test_acc``, ``test_loss``, ``test_count``, ``train_seconds`` and ``params``.
     """
+    if Path(run_dir).exists():  # the sweep's own folder from an interrupted or older point: its JSON keeps results
+        shutil.rmtree(run_dir)
     start = time.perf_counter()
     run_dir = train(cfg, run_dir)
     seconds = time.perf_counter() - start
