@@ -64,6 +64,8 @@ def test_cli_pretrain_resume_finetune_and_eval(tmp_path, capsys):
     assert main(["pretrain", "--config", str(tmp_path / "tiny.yaml"), "--out", str(pre), "--steps", "6",
                  "train.stop_at=3", "train.ckpt_every=3"]) == 0
     assert [p.name for p in list_checkpoints(pre)] == ["step_00000003"] and not (pre / "model.safetensors").exists()
+    bar = capsys.readouterr().err  # tqdm's bar on stderr: step count, loss, lr and images/s
+    assert "3/6" in bar and all(f"{k}=" in bar for k in ("loss", "lr", "img_s"))
     assert main(["pretrain", "--resume", str(pre), "--config", "fashion_cnn"]) == 2  # not silently ignored
     assert main(["pretrain", "--resume", str(pre), "train.stop_at=null"]) == 0
     assert [r["step"] for r in records(pre) if "loss" in r] == [1, 2, 3, 4, 5, 6]
