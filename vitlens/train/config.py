@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -40,17 +41,19 @@ def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict
 EXTRA_KEYS = {"data": {"num_classes"}}
 
 
-def known_keys() -> dict[str, set[str]]:
+@functools.cache  # the packaged files do not change while a process runs; sweeps load configs many times
+def known_keys() -> dict[str, frozenset[str]]:
     """Every ``section.key`` the packaged configs use, plus :data:`EXTRA_KEYS`."""
     known: dict[str, set[str]] = {k: set(v) for k, v in EXTRA_KEYS.items()}
     for path in CONFIG_DIR.glob("*.yaml"):
         for section, body in (yaml.safe_load(path.read_text()) or {}).items():
             known.setdefault(section, set()).update(body if isinstance(body, dict) else ())
-    return known
+    return {k: frozenset(v) for k, v in known.items()}
 
 
-def _check_key(item: str, section: str, leaf: str, known: dict[str, set[str]]) -> None:
+def _check_key(item: str, section: str, leaf: str) -> None:
     """A typo (``train.ema_decy``) would otherwise be stored and silently ignored."""
+    known = known_keys()
     if section == "model" or leaf in known.get(section, ()):
         return
     names = sorted(f"{sec}.{k}" for sec, keys in known.items() for k in keys)
@@ -63,14 +66,13 @@ def apply_overrides(config: dict[str, Any], overrides: Iterable[str]) -> dict[st
     """A copy of ``config`` with ``"a.b=value"`` overrides applied (values parsed as YAML); keys outside the
     ``model`` section must be ones the training loop reads."""
     config = copy.deepcopy(config)
-    known = known_keys()
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"override {item!r} is not of the form section.key=value")
         *parents, leaf = key.split(".")
         if len(parents) == 1:
-            _check_key(item, parents[0], leaf, known)
+            _check_key(item, parents[0], leaf)
         node = config
         for part in parents:
             node = node.setdefault(part, {})

@@ -176,17 +176,21 @@ def evaluate(model: nn.Module, loader: DataLoader, d: Dist = Dist(), amp: Any = 
 DECAYS = ("cosine", "linear")
 
 
+def _check_decay(decay: str) -> None:
+    if decay not in DECAYS:
+        raise ValueError(f"schedule.decay must be one of {DECAYS}, got {decay!r}")
+
+
 def lr_factor(step: int, total: int, warmup: int, decay: str, min_ratio: float) -> float:
     """Linear warm-up to the peak over ``warmup`` steps, then linear or cosine decay to ``min_ratio`` (paper App. B)."""
+    _check_decay(decay)
     if step < warmup:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     if decay == "cosine":
         shape = 0.5 * (1 + math.cos(math.pi * progress))
-    elif decay == "linear":
-        shape = 1 - progress
     else:
-        raise ValueError(f"schedule.decay must be one of {DECAYS}, got {decay!r}")
+        shape = 1 - progress
     return min_ratio + (1 - min_ratio) * shape
 
 
@@ -237,8 +241,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path | None = None, resume: bool =
     """
     tcfg, data_cfg, optim_cfg, sched_cfg = cfg["train"], cfg["data"], cfg["optim"], cfg["schedule"]
     augment = cfg.get("augment", {})
-    if sched_cfg.get("decay", "cosine") not in DECAYS:  # before any step, not after the warm-up
-        raise ValueError(f"schedule.decay must be one of {DECAYS}, got {sched_cfg['decay']!r}")
+    _check_decay(sched_cfg.get("decay", "cosine"))  # before any step, not after the warm-up
     d = setup_distributed(tcfg.get("device"))
     if tcfg.get("threads"):
         torch.set_num_threads(int(tcfg["threads"]))
