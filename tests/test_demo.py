@@ -61,20 +61,14 @@ def test_demo_reaches_its_stated_accuracy_on_the_full_test_set(name, fashion_tes
     assert acc == pytest.approx(card(name)["test_accuracy"], abs=1e-4)
 
 
-# Issue 3's targets. The cards' numbers are the ones recomputed above; where a target is not met yet the test is a
-# strict xfail that names the shortfall, so meeting it turns the run red until the marker goes (issue 3 stays open).
-VIT_SHORT = "issue 3 open: demo:vit-fashion scores 90.39 % (it overfits: 96.5 % on training images)"
-FT_SHORT = ("issue 3 open: fine-tuning the converged 90.39 % parent at 40 x 40 for 3 epochs gives 89.42 %; "
-            "28-px images upsampled to 40 px carry no new detail")
+# Issue 3's targets, on the cards' numbers (recomputed above).
 
 
-@pytest.mark.parametrize("name, target", [
-    ("cnn-fashion", 0.93), pytest.param("vit-fashion", 0.91, marks=pytest.mark.xfail(strict=True, reason=VIT_SHORT))])
+@pytest.mark.parametrize("name, target", [("cnn-fashion", 0.93), ("vit-fashion", 0.91)])
 def test_demo_meets_the_issues_accuracy_target(name, target):
     assert card(name)["test_accuracy"] >= target
 
 
-@pytest.mark.xfail(strict=True, reason=FT_SHORT)
 def test_finetuned_demo_is_at_least_as_accurate_as_its_parent():
     child = card("vit-fashion-ft")
     assert child["test_accuracy"] >= card(child["parent"].removeprefix("demo:"))["test_accuracy"]

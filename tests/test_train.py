@@ -29,6 +29,10 @@ def tiny(*overrides: str) -> dict:
         "train.threads=1", "train.log_every=1", "train.eval=false", "schedule.warmup_steps=2", *overrides])
 
 
+# What draws random numbers per image or per sample, so that splitting a batch (micro-batches, ranks) changes it.
+NO_RANDOMNESS = ("augment.crop_padding=0", "augment.hflip=false", "augment.random_erasing=0", "model.drop_path=0")
+
+
 def records(run_dir: Path) -> list[dict]:
     import json
 
@@ -149,7 +153,7 @@ def test_resume_is_bitwise_identical(tmp_path, stop_at):
 def test_gradient_accumulation_and_cpu_bf16(tmp_path):
     """Two micro-batches of 16 give the weights of one batch of 32 (no randomness: no augmentation, no dropout);
     train.amp=true runs bf16 autocast on CPU: close to float32's weights, but not equal to them."""
-    plain = ("train.steps=3", "augment.crop_padding=0", "augment.hflip=false", "augment.label_smoothing=0")
+    plain = ("train.steps=3", "augment.label_smoothing=0", *NO_RANDOMNESS)
     one = weights(train(tiny(*plain), tmp_path / "one"))
     two = weights(train(tiny(*plain, "train.accum_steps=2"), tmp_path / "two"))
     bf16 = weights(train(tiny(*plain, "train.amp=true"), tmp_path / "bf16"))
@@ -160,7 +164,7 @@ def test_gradient_accumulation_and_cpu_bf16(tmp_path):
 
 
 def test_ddp_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
-    cfg = tiny("train.steps=4", "augment.crop_padding=0", "augment.hflip=false")
+    cfg = tiny("train.steps=4", *NO_RANDOMNESS)
     config_file = tmp_path / "ddp.yaml"
     config_file.write_text(yaml.safe_dump(cfg))
     env = dict(os.environ, OMP_NUM_THREADS="1")
