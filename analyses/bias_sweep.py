@@ -5,10 +5,11 @@ size; writes analyses/results/bias/sweep.{json,html,png}.
     python analyses/bias_sweep.py --redraw   # only redraw the figure from sweep.json
 
 Budget rule: every run, whatever its size or architecture, takes the same number of AdamW steps of the same batch
-(the packaged recipes; warm-up 10 % of the steps). The committed results took 67 minutes of wall time on a
-2-core CPU (two demo trainings ran beside it at the lowest priority). Each seed runs in its own single-threaded
-process, which on a 2-core CPU is faster than one process with two threads for models this small. Points already in a seed's JSON are
-kept, so an interrupted sweep continues where it stopped. The same sweep in one process:
+(the packaged recipes, with the augmentation pinned in vitlens/bias/sweep.py; warm-up 10 % of the steps). The
+committed results took 67 minutes of wall time on a 2-core CPU (two demo trainings ran beside it at the lowest
+priority). Each seed runs in its own single-threaded process, which on a 2-core CPU is faster than one process with
+two threads for models this small. Points already in a seed's JSON are kept, so an interrupted sweep continues where
+it stopped. The same sweep in one process:
 ``vitlens analyze bias sweep --sizes 1000 3000 10000 30000 60000 --seeds 0 1 --steps 1000 --batch-size 64
 --eval-subset 5000``.
 """
