@@ -61,11 +61,9 @@ def test_demo_reaches_its_stated_accuracy_on_the_full_test_set(name, fashion_tes
     assert acc == pytest.approx(card(name)["test_accuracy"], abs=1e-4)
 
 
-# Issue 3's targets, on the cards' numbers (recomputed above).
-
-
 @pytest.mark.parametrize("name, target", [("cnn-fashion", 0.93), ("vit-fashion", 0.91)])
 def test_demo_meets_the_issues_accuracy_target(name, target):
+    """Issue 3's targets, on the cards' numbers (recomputed above)."""
     assert card(name)["test_accuracy"] >= target
 
 
