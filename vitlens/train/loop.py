@@ -390,7 +390,10 @@ def train(cfg: dict[str, Any], run_dir: str | Path | None = None, resume: bool =
                     x, y = mixup(x, y)
                 sync = i == accum - 1 or d.world == 1
                 with (nullcontext() if sync else net.no_sync()), _autocast(d.device, tcfg.get("amp", "auto")):
-                    loss = criterion(net(x), y) / accum
+                    logits = net(x)
+                # The loss on float32 logits, outside autocast: CUDA's autocast (torch 2.11, an H200) computed
+                # cross-entropy in bf16, which rounds log(10) to 2.297 and the late, small changes of the loss away.
+                loss = criterion(logits.float(), y) / accum
                 loss.backward()
                 loss_sum += loss.detach()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
