@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vitlens-installed
 APT_PACKAGES := dataset-fashion-mnist chromium fonts-dejavu-core
 
-.PHONY: venv system-deps test app bench clean
+.PHONY: venv system-deps test app bench bench-gpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ app: venv
 
 bench: venv system-deps
 	@for script in analyses/benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+# On a CUDA machine: the GPU tests, benchmarks and profiles in one go (logs in gpu-checks/).
+bench-gpu: venv
+	PYTHON=$(PY) analyses/benchmarks/gpu_checks.sh gpu-checks
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

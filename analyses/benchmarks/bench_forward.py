@@ -45,11 +45,14 @@ def bench(device: str, name: str, batch: int, dtype: torch.dtype | None, repeats
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all",
+                        help="all: the CPU rows, then the GPU row when there is a GPU")
     args = parser.parse_args()
-    rows = [bench("cpu", name, batch, dtype, args.repeats)
-            for name in MODELS for batch in (1, 8) for dtype in (None, torch.bfloat16)]
-    write_result("forward_cpu", {"target": "vitlens/timm >= 1.0", "control": CONTROL, "rows": rows})
-    if torch.cuda.is_available():
+    if args.device in ("all", "cpu"):
+        rows = [bench("cpu", name, batch, dtype, args.repeats)
+                for name in MODELS for batch in (1, 8) for dtype in (None, torch.bfloat16)]
+        write_result("forward_cpu", {"target": "vitlens/timm >= 1.0", "control": CONTROL, "rows": rows})
+    if args.device in ("all", "cuda") and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         rows = [bench("cuda", "vit_b16", 256, torch.bfloat16, max(args.repeats, 10))]
         write_result("forward_gpu", {"target": "vitlens/timm >= 1.0", "control": CONTROL, "rows": rows})

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Everything that needs a CUDA GPU, in one go, for the short time a GPU is lent: the GPU training benchmark
+# (eager), the GPU tests, the GPU forward benchmark, a profile of the training step by kind of kernel (PyTorch's
+# attention choice and cuDNN's), then the compiled training benchmark and profile (compiles are the slowest part,
+# so they go last). Each step has its own time limit and a failure does not stop the next one.
+# One log, OUT_DIR/checks.log, and the result files go to OUT_DIR (default: $OUT, else gpu-checks/); the results
+# also land in analyses/benchmarks/results/. Runs with the python3 on PATH (PYTHON to choose another) and the
+# vitlens of this checkout. On an H200 the whole script took about 2.5 minutes before the profiles were added.
+# Usage: analyses/benchmarks/gpu_checks.sh [OUT_DIR]
+set -u
+cd "$(dirname "$0")/../.."
+out=${1:-${OUT:-gpu-checks}}
+py=${PYTHON:-python3}
+bench=analyses/benchmarks
+mkdir -p "$out"
+log="$out/checks.log"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, append to the log, print its end and exit status
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS part="$out/.part"
+  echo "== $name (limit ${limit}s): $*" | tee -a "$log"
+  timeout --kill-after=10 "$limit" "$@" > "$part" 2>&1
+  local rc=$?
+  cat "$part" >> "$log"
+  grep -v '^DEBUG' "$part" | tail -n 25
+  rm -f "$part"
+  echo "== $name: exit $rc after $((SECONDS - t0))s" | tee -a "$log"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee -a "$log"
+$py -c "import sys, torch, timm; print('python', sys.version.split()[0], 'torch', torch.__version__, 'timm', timm.__version__)" \
+  | tee -a "$log"
+step train_eager 120 $py $bench/bench_train_gpu.py --runs eager:128 eager:256 --name train_gpu
+step tests 200 $py -m pytest tests/test_gpu.py -q -p no:cacheprovider -o addopts=-ra
+step forward 60 $py $bench/bench_forward.py --device cuda
+step profile_eager 60 $py $bench/profile_train_gpu.py --mode eager
+step profile_cudnn 60 $py $bench/profile_train_gpu.py --mode eager --attention cudnn
+step train_compile 180 $py $bench/bench_train_gpu.py --runs compile:128 compile:256 --name train_gpu_compile
+step profile_compile 120 $py $bench/profile_train_gpu.py --mode compile
+cp $bench/results/train_gpu*.json $bench/results/forward_gpu.json $bench/results/profile_train_cuda_*.json "$out"/ \
+  2>/dev/null
+ls -l "$out"

@@ -1,0 +1,104 @@
+"""Where a vitlens ViT training step spends its time, by kind of kernel: matrix products, attention, normalisation,
+other element-wise and fused (Triton) work, the optimizer, copies. bench_train_gpu.py measures MFU; this says what
+keeps it under the target, and whether another attention backend (--attention cudnn, say) changes that.
+
+On CUDA it groups the GPU kernels' self time; with --device cpu (for checking the script where there is no GPU) it
+groups the ATen operators' CPU self time instead. The step is bench_train.py's: bf16 autocast forward,
+cross-entropy, backward, gradient clipping, AdamW (fused on CUDA).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from contextlib import nullcontext
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.profiler import ProfilerActivity, profile
+
+import vitlens
+from bench_train import train_steps
+from common import write_result
+
+# First match wins, so the specific kinds come before the catch-alls (a Triton kernel fusing a layer norm is "norm").
+KINDS = [
+    ("attention", r"flash|fmha|attention|sdpa|scaled_dot_product"),
+    ("matmul", r"gemm|nvjet|xmma|cutlass|sm90_|cublas|aten::(addmm|mm|bmm|linear|matmul)\b|convolution|conv2d"),
+    ("optimizer", r"adam|multi_tensor|foreach|clip_grad|_fused_"),
+    ("norm", r"layer_norm|layernorm|native_layer_norm|welford|per_fused.*(var_mean|rsqrt)"),
+    ("copy", r"memcpy|memset|copy_|_to_copy|cast|cat_"),
+    ("elementwise", r"triton_|elementwise|vectorized|reduce|gelu|add|mul|softmax|nll|log_softmax|dropout|where"),
+]
+
+
+def kind_of(name: str) -> str:
+    low = name.lower()
+    return next((kind for kind, pattern in KINDS if re.search(pattern, low)), "other")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    parser.add_argument("--model", default=None, help="a vitlens architecture; default vit_b16 (cuda), vit_ti16 (cpu)")
+    parser.add_argument("--batch", type=int, default=None, help="default 128 (cuda), 8 (cpu)")
+    parser.add_argument("--mode", default="eager", help="eager, compile, or a torch.compile mode")
+    parser.add_argument("--attention", default="auto", choices=("auto", "flash", "efficient", "cudnn", "math"),
+                        help="restrict F.scaled_dot_product_attention to one backend (auto: PyTorch's choice)")
+    parser.add_argument("--steps", type=int, default=3, help="profiled optimizer steps (after two warm-up calls)")
+    parser.add_argument("--top", type=int, default=15, help="kernels listed by name")
+    args = parser.parse_args()
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        print("no CUDA GPU: nothing to profile (use --device cpu to check the script)")
+        return
+    torch.backends.cuda.matmul.allow_tf32 = True
+    name, batch = args.model or ("vit_b16" if cuda else "vit_ti16"), args.batch or (128 if cuda else 8)
+    model = vitlens.create_model(name, num_classes=1000).to(args.device)
+    if args.mode != "eager":
+        model = torch.compile(model, mode=None if args.mode == "compile" else args.mode)
+    cfg = dict(model=dict(img_size=224, in_chans=3),
+               optim=dict(name="adamw", lr=1e-3, weight_decay=0.1, betas=(0.9, 0.999), clip_grad=1.0))
+    step = train_steps(model, cfg, batch, args.steps, args.device, True)
+    backend = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+               "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}.get(args.attention)
+    with sdpa_kernel(backend) if backend is not None else nullcontext():
+        for _ in range(2):  # warm-up: compilation, cuBLAS handles, allocator
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]) as prof:
+            step()
+            if cuda:
+                torch.cuda.synchronize()
+
+    def self_us(event) -> float:
+        return event.self_device_time_total if cuda else event.self_cpu_time_total
+
+    # On CUDA the GPU kernels (device type CUDA); on CPU the ATen operators, whose self times do not overlap.
+    events = [e for e in prof.key_averages() if self_us(e) > 0 and (not cuda or e.device_type.name == "CUDA")]
+    if not cuda:
+        events = [e for e in events if e.key.startswith("aten::")]
+    total_us = sum(self_us(e) for e in events)
+    per_step_ms = total_us / args.steps / 1e3
+    kinds: dict[str, float] = {}
+    for e in events:
+        kinds[kind_of(e.key)] = kinds.get(kind_of(e.key), 0.0) + self_us(e)
+    title = f"{name} {args.device} b{batch} {args.mode}, attention {args.attention}"
+    print(f"{title}: {per_step_ms:.1f} ms of {'GPU kernels' if cuda else 'ATen operators'} per step")
+    rows = []
+    for kind, us in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        rows.append(dict(kind=kind, ms_per_step=us / args.steps / 1e3, share=us / total_us))
+        print(f"  {kind:<12} {rows[-1]['ms_per_step']:8.2f} ms  {100 * rows[-1]['share']:5.1f} %")
+    top = sorted(events, key=lambda e: -self_us(e))[:args.top]
+    print("top kernels:")
+    for e in top:
+        print(f"  {self_us(e) / args.steps / 1e3:8.2f} ms  {kind_of(e.key):<11} {e.key[:110]}")
+    tag = f"profile_train_{args.device}_{args.mode}_{args.attention}".replace("-", "_")
+    write_result(tag, {"model": name, "batch": batch, "mode": args.mode, "attention": args.attention,
+                       "ms_per_step": per_step_ms, "kinds": rows,
+                       "top": [dict(name=e.key, kind=kind_of(e.key), ms_per_step=self_us(e) / args.steps / 1e3)
+                               for e in top]})
+
+
+if __name__ == "__main__":
+    main()
