@@ -1,7 +1,8 @@
 """On a CUDA GPU (skipped without one): what the CPU suite cannot reach. ViT-B/16 against timm's on the GPU in
-float32 and under bf16 autocast (ViT-B/16), forward and gradients, through a fused attention kernel; and `train` with its GPU
+float32 and under bf16 autocast, forward and gradients, through a fused attention kernel; and `train` with its GPU
 defaults (bf16 autocast, torch's fused AdamW, torch.compile, pinned memory), stopped, resumed and fine-tuned at twice
-the resolution from a zero head."""
+the resolution from a zero head, whose first loss is log(10) to float32 precision (it was bf16's 2.297 until the
+loss moved out of autocast). First run: an H200, 2026-11-26, 3 passed in 42 s."""
 import os
 
 import pytest

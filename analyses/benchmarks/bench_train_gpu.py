@@ -19,6 +19,9 @@ from bench_train import train_steps
 from common import interleaved_min, write_result
 
 FLOPS_PER_IMAGE = 6 * 17.6e9
+# The step's input and optimizer (train_steps' config): ImageNet-sized images, AdamW as in the paper's pre-training.
+RECIPE = dict(model=dict(img_size=224, in_chans=3),
+              optim=dict(name="adamw", lr=1e-3, weight_decay=0.1, betas=(0.9, 0.999), clip_grad=1.0))
 # Dense bf16 tensor-core peaks (NVIDIA data sheets); pass --peak-tflops for other parts.
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
                     "A10": 125.0, "RTX 4090": 165.0}
@@ -67,8 +70,6 @@ def main() -> None:
     peak = peak_flops(gpu, args.peak_tflops)
     measured = matmul_tflops()
     print(f"{gpu}: bf16 8192^3 matmul {measured:.0f} TFLOP/s measured, {peak / 1e12:.0f} on the data sheet")
-    cfg = dict(model=dict(img_size=224, in_chans=3),
-               optim=dict(name="adamw", lr=1e-3, weight_decay=0.1, betas=(0.9, 0.999), clip_grad=1.0))
     rows = []
     for spec in args.runs:
         mode, batch = spec.split(":")
@@ -78,7 +79,7 @@ def main() -> None:
         models = {"vitlens": vitlens.from_timm(ref).cuda(), "timm": ref}
         if mode != "eager":
             models = {k: torch.compile(m, mode=None if mode == "compile" else mode) for k, m in models.items()}
-        fns = {k: train_steps(m, cfg, batch, args.steps, "cuda", True) for k, m in models.items()}
+        fns = {k: train_steps(m, RECIPE, batch, args.steps, "cuda", True) for k, m in models.items()}
         t = interleaved_min(fns, repeats=args.repeats, warmup=1 if mode == "eager" else 2)
         for name, seconds in t.items():
             img_s = batch * args.steps / seconds

@@ -4,7 +4,7 @@ keeps it under the target, and whether another attention backend (--attention cu
 
 On CUDA it groups the GPU kernels' self time; with --device cpu (for checking the script where there is no GPU) it
 groups the ATen operators' CPU self time instead. The step is bench_train.py's: bf16 autocast forward,
-cross-entropy, backward, gradient clipping, AdamW (fused on CUDA).
+cross-entropy, backward, gradient clipping, AdamW (fused on CUDA), with bench_train_gpu.py's RECIPE.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import vitlens
 from bench_train import train_steps
+from bench_train_gpu import RECIPE
 from common import write_result
 
 # First match wins, so the specific kinds come before the catch-alls (a Triton kernel fusing a layer norm is "norm").
@@ -56,9 +57,7 @@ def main() -> None:
     model = vitlens.create_model(name, num_classes=1000).to(args.device)
     if args.mode != "eager":
         model = torch.compile(model, mode=None if args.mode == "compile" else args.mode)
-    cfg = dict(model=dict(img_size=224, in_chans=3),
-               optim=dict(name="adamw", lr=1e-3, weight_decay=0.1, betas=(0.9, 0.999), clip_grad=1.0))
-    step = train_steps(model, cfg, batch, args.steps, args.device, True)
+    step = train_steps(model, RECIPE, batch, args.steps, args.device, True)
     backend = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
                "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}.get(args.attention)
     with sdpa_kernel(backend) if backend is not None else nullcontext():
@@ -66,7 +65,8 @@ def main() -> None:
             step()
         if cuda:
             torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]) as prof:
+        activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
+        with profile(activities=activities) as prof:
             step()
             if cuda:
                 torch.cuda.synchronize()
