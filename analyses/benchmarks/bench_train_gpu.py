@@ -16,7 +16,7 @@ import torch
 
 import vitlens
 from bench_train import train_steps
-from common import interleaved_min, write_result
+from common import ATTENTION_BACKENDS, attention_backend, interleaved_min, write_result
 
 FLOPS_PER_IMAGE = 6 * 17.6e9
 # The step's input and optimizer (train_steps' config): ImageNet-sized images, AdamW as in the paper's pre-training.
@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps per timed call")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--peak-tflops", type=float, default=None)
+    parser.add_argument("--attention", default="auto", choices=("auto", *ATTENTION_BACKENDS),
+                        help="restrict F.scaled_dot_product_attention to one backend, for both models")
     parser.add_argument("--name", default="train_gpu", help="results/NAME.json, rewritten after each run")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -80,10 +82,12 @@ def main() -> None:
         if mode != "eager":
             models = {k: torch.compile(m, mode=None if mode == "compile" else mode) for k, m in models.items()}
         fns = {k: train_steps(m, RECIPE, batch, args.steps, "cuda", True) for k, m in models.items()}
-        t = interleaved_min(fns, repeats=args.repeats, warmup=1 if mode == "eager" else 2)
+        with attention_backend(args.attention):
+            t = interleaved_min(fns, repeats=args.repeats, warmup=1 if mode == "eager" else 2)
         for name, seconds in t.items():
             img_s = batch * args.steps / seconds
-            rows.append(dict(impl=name, model="vit_b16", batch=batch, dtype="bf16", mode=mode, img_s=img_s,
+            rows.append(dict(impl=name, model="vit_b16", batch=batch, dtype="bf16", mode=mode,
+                             attention=args.attention, img_s=img_s,
                              mfu=img_s * FLOPS_PER_IMAGE / peak, ratio_vs_timm=t["timm"] / seconds))
             print(f"{mode} b{batch} {name}: {img_s:.0f} img/s, MFU {100 * rows[-1]['mfu']:.1f}% "
                   f"(vitlens/timm {t['timm'] / t['vitlens']:.3f})")

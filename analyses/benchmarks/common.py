@@ -5,12 +5,21 @@ import json
 import os
 import platform
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ATTENTION_BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                      "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
+
+
+def attention_backend(name: str) -> AbstractContextManager:
+    """F.scaled_dot_product_attention restricted to one backend (``auto``: PyTorch's own choice)."""
+    return nullcontext() if name == "auto" else sdpa_kernel(ATTENTION_BACKENDS[name])
 
 
 def machine() -> str:

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Everything that needs a CUDA GPU, in one go, for the short time a GPU is lent: the GPU training benchmark
-# (eager), the GPU tests, the GPU forward benchmark, a profile of the training step by kind of kernel (PyTorch's
-# attention choice and cuDNN's), then the compiled training benchmark and profile (compiles are the slowest part,
-# so they go last). Each step has its own time limit and a failure does not stop the next one.
-# One log, OUT_DIR/checks.log, and the result files go to OUT_DIR (default: $OUT, else gpu-checks/); the results
-# also land in analyses/benchmarks/results/. Runs with the python3 on PATH (PYTHON to choose another) and the
-# vitlens of this checkout. On an H200 the whole script took about 2.5 minutes before the profiles were added.
+# (eager), the GPU tests, the GPU forward benchmark, a profile of the training step by kind of kernel (with
+# PyTorch's choice of attention kernel and with cuDNN's, which is benchmarked too), then the compiled training
+# benchmark and profile (compiles are the slowest part, so they go last). Each step has its own time limit and a
+# failure does not stop the next one. One log, OUT_DIR/checks.log, and the seven result files go to OUT_DIR
+# (default: $OUT, else gpu-checks/; a lent GPU returns 8 files at most); the results also land in
+# analyses/benchmarks/results/. Runs with the python3 on PATH (PYTHON to choose another) and the vitlens of this
+# checkout. On an H200 the first version (without profiles and cuDNN) took 2.5 minutes; expect about 5 now, and
+# give a lent GPU's call a limit near its maximum (the steps' limits add up to 11 minutes, the last ones least needed).
 # Usage: analyses/benchmarks/gpu_checks.sh [OUT_DIR]
 set -u
 cd "$(dirname "$0")/../.."
@@ -31,13 +33,16 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, append to the l
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee -a "$log"
 $py -c "import sys, torch, timm; print('python', sys.version.split()[0], 'torch', torch.__version__, 'timm', timm.__version__)" \
   | tee -a "$log"
-step train_eager 120 $py $bench/bench_train_gpu.py --runs eager:128 eager:256 --name train_gpu
-step tests 200 $py -m pytest tests/test_gpu.py -q -p no:cacheprovider -o addopts=-ra
-step forward 60 $py $bench/bench_forward.py --device cuda
-step profile_eager 60 $py $bench/profile_train_gpu.py --mode eager
-step profile_cudnn 60 $py $bench/profile_train_gpu.py --mode eager --attention cudnn
-step train_compile 180 $py $bench/bench_train_gpu.py --runs compile:128 compile:256 --name train_gpu_compile
-step profile_compile 120 $py $bench/profile_train_gpu.py --mode compile
-cp $bench/results/train_gpu*.json $bench/results/forward_gpu.json $bench/results/profile_train_cuda_*.json "$out"/ \
-  2>/dev/null
+step train_eager 90 $py $bench/bench_train_gpu.py --runs eager:128 eager:256 --name train_gpu
+step tests 120 $py -m pytest tests/test_gpu.py -q -p no:cacheprovider -o addopts=-ra
+step forward 45 $py $bench/bench_forward.py --device cuda
+step profile_eager 45 $py $bench/profile_train_gpu.py --mode eager
+step profile_cudnn 45 $py $bench/profile_train_gpu.py --mode eager --attention cudnn
+step train_cudnn 60 $py $bench/bench_train_gpu.py --runs eager:128 --attention cudnn --name train_gpu_cudnn
+step train_compile 150 $py $bench/bench_train_gpu.py --runs compile:128 compile:256 --name train_gpu_compile
+step profile_compile 90 $py $bench/profile_train_gpu.py --mode compile
+for name in train_gpu train_gpu_compile train_gpu_cudnn forward_gpu profile_train_cuda_eager_auto \
+            profile_train_cuda_eager_cudnn profile_train_cuda_compile_auto; do
+  cp "$bench/results/$name.json" "$out"/ 2>/dev/null || echo "no $name.json (see the log)"
+done
 ls -l "$out"

@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import argparse
 import re
-from contextlib import nullcontext
-
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile
 
 import vitlens
 from bench_train import train_steps
 from bench_train_gpu import RECIPE
-from common import write_result
+from common import ATTENTION_BACKENDS, attention_backend, write_result
 
 # First match wins, so the specific kinds come before the catch-alls (a Triton kernel fusing a layer norm is "norm").
 KINDS = [
     ("attention", r"flash|fmha|attention|sdpa|scaled_dot_product"),
-    ("matmul", r"gemm|nvjet|xmma|cutlass|sm90_|cublas|aten::(addmm|mm|bmm|linear|matmul)\b|convolution|conv2d"),
+    ("matmul", r"gemm|nvjet|xmma|cutlass|sm90_|cublas|triton_tem|aten::(addmm|mm|bmm|linear|matmul)\b|convolution|conv2d"),
     ("optimizer", r"adam|multi_tensor|foreach|clip_grad|_fused_"),
     ("norm", r"layer_norm|layernorm|native_layer_norm|welford|per_fused.*(var_mean|rsqrt)"),
     ("copy", r"memcpy|memset|copy_|_to_copy|cast|cat_"),
@@ -43,7 +40,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="a vitlens architecture; default vit_b16 (cuda), vit_ti16 (cpu)")
     parser.add_argument("--batch", type=int, default=None, help="default 128 (cuda), 8 (cpu)")
     parser.add_argument("--mode", default="eager", help="eager, compile, or a torch.compile mode")
-    parser.add_argument("--attention", default="auto", choices=("auto", "flash", "efficient", "cudnn", "math"),
+    parser.add_argument("--attention", default="auto", choices=("auto", *ATTENTION_BACKENDS),
                         help="restrict F.scaled_dot_product_attention to one backend (auto: PyTorch's choice)")
     parser.add_argument("--steps", type=int, default=3, help="profiled optimizer steps (after two warm-up calls)")
     parser.add_argument("--top", type=int, default=15, help="kernels listed by name")
@@ -58,9 +55,7 @@ def main() -> None:
     if args.mode != "eager":
         model = torch.compile(model, mode=None if args.mode == "compile" else args.mode)
     step = train_steps(model, RECIPE, batch, args.steps, args.device, True)
-    backend = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-               "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}.get(args.attention)
-    with sdpa_kernel(backend) if backend is not None else nullcontext():
+    with attention_backend(args.attention):
         for _ in range(2):  # warm-up: compilation, cuBLAS handles, allocator
             step()
         if cuda:
