@@ -21,7 +21,8 @@ from common import ATTENTION_BACKENDS, attention_backend, write_result
 # First match wins, so the specific kinds come before the catch-alls (a Triton kernel fusing a layer norm is "norm").
 KINDS = [
     ("attention", r"flash|fmha|attention|sdpa|scaled_dot_product"),
-    ("matmul", r"gemm|nvjet|xmma|cutlass|sm90_|cublas|triton_tem|aten::(addmm|mm|bmm|linear|matmul)\b|convolution|conv2d"),
+    ("matmul", r"gemm|nvjet|xmma|cutlass|sm90_|cublas|triton_tem|convolution|conv2d"
+               r"|aten::(addmm|mm|bmm|linear|matmul)\b"),
     ("optimizer", r"adam|multi_tensor|foreach|clip_grad|_fused_"),
     ("norm", r"layer_norm|layernorm|native_layer_norm|welford|per_fused.*(var_mean|rsqrt)"),
     ("copy", r"memcpy|memset|copy_|_to_copy|cast|cat_"),
