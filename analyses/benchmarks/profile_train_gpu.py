@@ -23,7 +23,7 @@ KINDS = [
     ("attention", r"flash|fmha|attention|sdpa|scaled_dot_product"),
     ("matmul", r"gemm|nvjet|xmma|cutlass|sm90_|cublas|triton_tem|convolution|conv2d"
                r"|aten::(addmm|mm|bmm|linear|matmul)\b"),
-    ("optimizer", r"adam|multi_tensor|foreach|clip_grad|_fused_"),
+    ("optimizer", r"adam|multi_tensor|foreach|clip_grad"),
     ("norm", r"layer_norm|layernorm|native_layer_norm|welford|per_fused.*(var_mean|rsqrt)"),
     ("copy", r"memcpy|memset|copy_|_to_copy|cast|cat_"),
     ("elementwise", r"triton_|elementwise|vectorized|reduce|gelu|add|mul|softmax|nll|log_softmax|dropout|where"),
