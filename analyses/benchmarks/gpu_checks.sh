@@ -6,8 +6,8 @@
 # failure does not stop the next one. One log, OUT_DIR/checks.log, and the seven result files go to OUT_DIR
 # (default: $OUT, else gpu-checks/; a lent GPU returns 8 files at most); the results also land in
 # analyses/benchmarks/results/. Runs with the python3 on PATH (PYTHON to choose another) and the vitlens of this
-# checkout. On an H200 the first version (without profiles and cuDNN) took 2.5 minutes; expect about 5 now, and
-# give a lent GPU's call a limit near its maximum (the steps' limits add up to 11 minutes, the last ones least needed).
+# checkout. On an H200 the first version (without profiles, cuDNN, pretrain) took 2.5 minutes; expect 6 now, and
+# give a lent GPU's call a limit near its maximum (the steps' limits add up to 13 minutes, the last ones least needed).
 # Usage: analyses/benchmarks/gpu_checks.sh [OUT_DIR]
 set -u
 cd "$(dirname "$0")/../.."
@@ -30,15 +30,31 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, append to the l
   echo "== $name: exit $rc after $((SECONDS - t0))s" | tee -a "$log"
 }
 
+# The real command at the paper's recipe (compiled, dropout 0.1, tanh head) on synthetic images resized to 224 px:
+# its logged img/s against the benchmark's (3,383 compiled at b128 on an H200) is the cost of data loading and of
+# the per-step NaN check (a GPU sync).
+pretrain_throughput() {
+  $py -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else "no CUDA GPU: skipped")' || return
+  local run=/tmp/vitlens-gpu-pretrain
+  rm -rf $run
+  $py -m vitlens.cli pretrain --config paper_vit_b16 --out $run data.dataset=synthetic data.subset=2048 \
+    train.steps=80 train.batch_size=128 train.eval=false train.log_every=10 || return
+  grep -o '"step": [0-9]*\|"img_s": [0-9.]*' $run/metrics.jsonl | paste - -
+  rm -rf $run
+}
+export -f pretrain_throughput
+export py
+
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee -a "$log"
-$py -c "import sys, torch, timm; print('python', sys.version.split()[0], 'torch', torch.__version__, 'timm', timm.__version__)" \
-  | tee -a "$log"
+$py -c "import sys, torch, timm; print('python', sys.version.split()[0], 'torch', torch.__version__,
+                                      'timm', timm.__version__)" | tee -a "$log"
 step train_eager 90 $py $bench/bench_train_gpu.py --runs eager:128 eager:256 --name train_gpu
 step tests 120 $py -m pytest tests/test_gpu.py -q -p no:cacheprovider -o addopts=-ra
 step forward 45 $py $bench/bench_forward.py --device cuda
 step profile_eager 45 $py $bench/profile_train_gpu.py --mode eager
 step profile_cudnn 45 $py $bench/profile_train_gpu.py --mode eager --attention cudnn
 step train_cudnn 60 $py $bench/bench_train_gpu.py --runs eager:128 --attention cudnn --name train_gpu_cudnn
+step pretrain 150 bash -c pretrain_throughput
 step train_compile 150 $py $bench/bench_train_gpu.py --runs compile:128 compile:256 --name train_gpu_compile
 step profile_compile 90 $py $bench/profile_train_gpu.py --mode compile
 for name in train_gpu train_gpu_compile train_gpu_cudnn forward_gpu profile_train_cuda_eager_auto \
