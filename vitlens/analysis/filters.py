@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-from sklearn.decomposition import PCA
 
 from ..models.vit import VisionTransformer
 
@@ -29,6 +28,8 @@ def patch_embedding_components(model: VisionTransformer, k: int = 28) -> tuple[t
     k_max = min(filters.shape)
     if not 1 <= k <= k_max:
         raise ValueError(f"k must be in 1..{k_max} for a {tuple(weight.shape)} patch embedding, got {k}")
+    from sklearn.decomposition import PCA  # on first use, like probe.py's scikit-learn: the CLI imports this module
+
     pca = PCA(n_components=k, svd_solver="full").fit(filters)
     components = torch.from_numpy(pca.components_).reshape(k, *weight.shape[1:]).float()
     return components, torch.from_numpy(pca.explained_variance_ratio_).float()

@@ -6,10 +6,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 from torch import nn
 
 from .features import dataset_features
@@ -27,6 +23,13 @@ def logistic_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
         C: inverse L2 strength.
         max_iter: L-BFGS iterations.
     """
+    # scikit-learn on first use (over a second to import): `vitlens pretrain` builds its parser beside
+    # `vitlens analyze probe`, which reads PAPER_SHOTS from this module.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
     # L-BFGS makes many small BLAS calls; threaded BLAS spin-waits against torch's threads and ran ~10x slower
     # on a shared 2-core machine, so the fit runs single-threaded.
