@@ -8,7 +8,7 @@
 # analyses/benchmarks/results/. Runs with the python3 on PATH (PYTHON to choose another) and the vitlens of this
 # checkout. On an H200 the first version (without profiles, cuDNN, pretrain) took 2.5 minutes; expect 6 now, and
 # give a lent GPU's call a limit near its maximum (the steps' limits add up to 13 minutes, the last ones least needed).
-# Usage: analyses/benchmarks/gpu_checks.sh [OUT_DIR]
+# Usage: [ONLY="step names"] analyses/benchmarks/gpu_checks.sh [OUT_DIR]   (ONLY: run just these steps)
 set -u
 cd "$(dirname "$0")/../.."
 out=${1:-${OUT:-gpu-checks}}
@@ -20,6 +20,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, append to the log, print its end and exit status
   local name=$1 limit=$2; shift 2
+  [[ -z ${ONLY:-} || " $ONLY " == *" $name "* ]] || return 0
   local t0=$SECONDS part="$out/.part"
   echo "== $name (limit ${limit}s): $*" | tee -a "$log"
   timeout --kill-after=10 "$limit" "$@" > "$part" 2>&1
