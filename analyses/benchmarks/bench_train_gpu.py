@@ -16,7 +16,7 @@ import torch
 
 import vitlens
 from bench_train import train_steps
-from common import ATTENTION_BACKENDS, attention_backend, interleaved_min, write_result
+from common import ATTENTION_BACKENDS, attention_backend, compiled, interleaved_min, write_result
 
 FLOPS_PER_IMAGE = 6 * 17.6e9
 # The step's input and optimizer (train_steps' config): ImageNet-sized images, AdamW as in the paper's pre-training.
@@ -78,9 +78,7 @@ def main() -> None:
         batch = int(batch)
         torch._dynamo.reset()  # else a second batch size recompiles with dynamic shapes, a different program
         ref = timm.create_model("vit_base_patch16_224", num_classes=1000).cuda()
-        models = {"vitlens": vitlens.from_timm(ref).cuda(), "timm": ref}
-        if mode != "eager":
-            models = {k: torch.compile(m, mode=None if mode == "compile" else mode) for k, m in models.items()}
+        models = {"vitlens": compiled(vitlens.from_timm(ref).cuda(), mode), "timm": compiled(ref, mode)}
         fns = {k: train_steps(m, RECIPE, batch, args.steps, "cuda", True) for k, m in models.items()}
         with attention_backend(args.attention):
             t = interleaved_min(fns, repeats=args.repeats, warmup=1 if mode == "eager" else 2)

@@ -17,6 +17,11 @@ ATTENTION_BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBacke
                       "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
 
 
+def compiled(model: torch.nn.Module, mode: str) -> torch.nn.Module:
+    """``mode``: eager (the model as it is), compile (torch.compile's default) or one of torch.compile's modes."""
+    return model if mode == "eager" else torch.compile(model, mode=None if mode == "compile" else mode)
+
+
 def attention_backend(name: str) -> AbstractContextManager:
     """F.scaled_dot_product_attention restricted to one backend (``auto``: PyTorch's own choice)."""
     return nullcontext() if name == "auto" else sdpa_kernel(ATTENTION_BACKENDS[name])

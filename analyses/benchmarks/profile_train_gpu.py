@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import re
+
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 import vitlens
 from bench_train import train_steps
 from bench_train_gpu import RECIPE
-from common import ATTENTION_BACKENDS, attention_backend, write_result
+from common import ATTENTION_BACKENDS, attention_backend, compiled, write_result
 
 # First match wins, so the specific kinds come before the catch-alls (a Triton kernel fusing a layer norm is "norm").
 KINDS = [
@@ -52,9 +53,7 @@ def main() -> None:
         return
     torch.backends.cuda.matmul.allow_tf32 = True
     name, batch = args.model or ("vit_b16" if cuda else "vit_ti16"), args.batch or (128 if cuda else 8)
-    model = vitlens.create_model(name, num_classes=1000).to(args.device)
-    if args.mode != "eager":
-        model = torch.compile(model, mode=None if args.mode == "compile" else args.mode)
+    model = compiled(vitlens.create_model(name, num_classes=1000).to(args.device), args.mode)
     step = train_steps(model, RECIPE, batch, args.steps, args.device, True)
     with attention_backend(args.attention):
         for _ in range(2):  # warm-up: compilation, cuBLAS handles, allocator
@@ -67,33 +66,31 @@ def main() -> None:
             if cuda:
                 torch.cuda.synchronize()
 
-    def self_us(event) -> float:
-        return event.self_device_time_total if cuda else event.self_cpu_time_total
-
-    # On CUDA the GPU kernels (device type CUDA); on CPU the ATen operators, whose self times do not overlap.
-    events = [e for e in prof.key_averages() if self_us(e) > 0 and (not cuda or e.device_type.name == "CUDA")]
-    if not cuda:
-        events = [e for e in events if e.key.startswith("aten::")]
-    total_us = sum(self_us(e) for e in events)
-    per_step_ms = total_us / args.steps / 1e3
+    # (name, kind, ms per step) of each GPU kernel on CUDA; on CPU of each ATen operator (their self times do not
+    # overlap), most expensive first.
+    kernels = sorted(((e.key, kind_of(e.key), (e.self_device_time_total if cuda else e.self_cpu_time_total)
+                       / args.steps / 1e3) for e in prof.key_averages()
+                      if (e.device_type.name == "CUDA" if cuda else e.key.startswith("aten::"))),
+                     key=lambda k: -k[2])
+    kernels = [k for k in kernels if k[2] > 0]
+    per_step_ms = sum(ms for _, _, ms in kernels)
     kinds: dict[str, float] = {}
-    for e in events:
-        kinds[kind_of(e.key)] = kinds.get(kind_of(e.key), 0.0) + self_us(e)
+    for _, kind, ms in kernels:
+        kinds[kind] = kinds.get(kind, 0.0) + ms
     title = f"{name} {args.device} b{batch} {args.mode}, attention {args.attention}"
     print(f"{title}: {per_step_ms:.1f} ms of {'GPU kernels' if cuda else 'ATen operators'} per step")
-    rows = []
-    for kind, us in sorted(kinds.items(), key=lambda kv: -kv[1]):
-        rows.append(dict(kind=kind, ms_per_step=us / args.steps / 1e3, share=us / total_us))
-        print(f"  {kind:<12} {rows[-1]['ms_per_step']:8.2f} ms  {100 * rows[-1]['share']:5.1f} %")
-    top = sorted(events, key=lambda e: -self_us(e))[:args.top]
+    rows = [dict(kind=kind, ms_per_step=ms, share=ms / per_step_ms)
+            for kind, ms in sorted(kinds.items(), key=lambda kv: -kv[1])]
+    for row in rows:
+        print(f"  {row['kind']:<12} {row['ms_per_step']:8.2f} ms  {100 * row['share']:5.1f} %")
+    top = kernels[:args.top]
     print("top kernels:")
-    for e in top:
-        print(f"  {self_us(e) / args.steps / 1e3:8.2f} ms  {kind_of(e.key):<11} {e.key[:110]}")
+    for key, kind, ms in top:
+        print(f"  {ms:8.2f} ms  {kind:<11} {key[:110]}")
     tag = f"profile_train_{args.device}_{args.mode}_{args.attention}".replace("-", "_")
     write_result(tag, {"model": name, "batch": batch, "mode": args.mode, "attention": args.attention,
                        "ms_per_step": per_step_ms, "kinds": rows,
-                       "top": [dict(name=e.key, kind=kind_of(e.key), ms_per_step=self_us(e) / args.steps / 1e3)
-                               for e in top]})
+                       "top": [dict(name=key, kind=kind, ms_per_step=ms) for key, kind, ms in top]})
 
 
 if __name__ == "__main__":

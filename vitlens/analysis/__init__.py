@@ -4,33 +4,20 @@ Per-image functions take images already in the model's input space; dataset-wide
 (``attention_distance``, ``layer_similarity``, ``linear_probe``) take images in [0, 1] and prepare them with
 each model's ``data_config``.
 """
-import importlib
+import lazy_loader
 
-# Each public name and the module it lives in, imported on first use: `vitlens pretrain` builds its parser beside
-# `vitlens analyze` and should neither wait for nor need captum, scikit-learn and plotly.
-_HOME = {
-    "grad_cam": "attribution", "integrated_gradients": "attribution",
-    "layer_similarity": "cka", "linear_cka": "cka", "minibatch_cka": "cka", "unbiased_hsic": "cka",
-    "attention_distance": "distance", "mean_attention_distance": "distance", "patch_distances": "distance",
-    "perturbation_curve": "faithfulness",
-    "dataset_features": "features", "layer_features": "features", "layer_names": "features",
-    "patch_embedding_components": "filters",
-    "head_maps": "heads",
-    "SAMPLE_PHOTOS": "inputs", "load_image": "inputs", "photo": "inputs", "prepare": "inputs", "sample_image": "inputs",
-    "sample_photo": "inputs",
-    "position_embedding_similarity": "posembed",
-    "PAPER_SHOTS": "probe", "evaluate_features": "probe", "fewshot_eval": "probe", "fewshot_ridge": "probe",
-    "linear_probe": "probe", "logistic_probe": "probe",
-    "attention_rollout": "rollout", "cls_map": "rollout", "fuse_heads": "rollout", "gradient_rollout": "rollout",
-}
-__all__ = sorted(_HOME)
-
-
-def __getattr__(name: str):
-    if name in _HOME:
-        return getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOME})
+# Each module's public names, imported on first use (lazy_loader, as scikit-image does): `vitlens pretrain` builds
+# its parser beside `vitlens analyze` and should neither wait for nor need captum, scikit-learn and plotly.
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "attribution": ["grad_cam", "integrated_gradients"],
+    "cka": ["layer_similarity", "linear_cka", "minibatch_cka", "unbiased_hsic"],
+    "distance": ["attention_distance", "mean_attention_distance", "patch_distances"],
+    "faithfulness": ["perturbation_curve"],
+    "features": ["dataset_features", "layer_features", "layer_names"],
+    "filters": ["patch_embedding_components"],
+    "heads": ["head_maps"],
+    "inputs": ["SAMPLE_PHOTOS", "load_image", "photo", "prepare", "sample_image", "sample_photo"],
+    "posembed": ["position_embedding_similarity"],
+    "probe": ["PAPER_SHOTS", "evaluate_features", "fewshot_eval", "fewshot_ridge", "linear_probe", "logistic_probe"],
+    "rollout": ["attention_rollout", "cls_map", "fuse_heads", "gradient_rollout"],
+})
