@@ -28,12 +28,12 @@ def fashion_test_set() -> tuple[np.ndarray, np.ndarray]:
     return read_idx(images), read_idx(labels).astype(np.int64)
 
 
-def accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
+def accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, amp: bool = False) -> float:
     cfg = model.data_config
     _, height, width = cfg["input_size"]
     resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}[cfg["interpolation"]]
     correct = 0
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
         for start in range(0, len(images), 500):
             batch = [np.asarray(Image.fromarray(img).resize((width, height), resample)) if img.shape != (height, width)
                      else img for img in images[start:start + 500]]
@@ -59,6 +59,15 @@ def test_demo_reaches_its_stated_accuracy_on_the_full_test_set(name, fashion_tes
     assert model.data_config["input_size"][0] == 1 and model.data_config["input_size"][1] >= 28
     acc = accuracy(model, *fashion_test_set)
     assert acc == pytest.approx(card(name)["test_accuracy"], abs=1e-4)
+
+
+def test_low_precision_residual_keeps_the_demo_vits_accuracy(fashion_test_set):
+    """The trained demo ViT under bf16 autocast with its residual stream and LayerNorms in bf16 classifies the
+    first 1,000 test images as well as in float32 (within half a point)."""
+    images, labels = (a[:1000] for a in fashion_test_set)
+    fp32 = accuracy(load_model("demo:vit-fashion"), images, labels)
+    low = accuracy(load_model("demo:vit-fashion", low_precision_residual=True), images, labels, amp=True)
+    assert fp32 > 0.9 and abs(low - fp32) <= 0.005
 
 
 @pytest.mark.parametrize("name, target", [("cnn-fashion", 0.93), ("vit-fashion", 0.91)])

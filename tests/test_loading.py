@@ -83,11 +83,24 @@ def test_timm_source_converts_through_timm_hub_loading(monkeypatch):
                                  for k, v in timm.data.resolve_model_data_config(ref).items()}
 
 
+def test_timm_source_takes_runtime_overrides(monkeypatch):
+    """`finetune model.source=timm:... model.dropout=0.1` reaches the model (it used to be dropped silently)."""
+    ref = _timm_tiny(num_classes=1000)
+    monkeypatch.setattr(timm, "create_model", lambda name, pretrained=False, **kw: ref)
+    model = vitlens.load_model("timm:vit_tiny_patch16_224.augreg_in21k_ft_in1k", dropout=0.1, drop_path=0.2,
+                               low_precision_residual=True)
+    assert model.config["dropout"] == 0.1 and model.blocks[0].mlp.drop1.p == 0.1
+    assert model.config["drop_path"] == 0.2 and model.low_precision_residual
+    _same_logits(model, ref)  # eval mode: dropout and stochastic depth off, float32: the same logits
+
+
 def test_timm_cnn_source_stays_a_timm_model(monkeypatch):
     ref = timm.create_model("resnet18", num_classes=10)
     monkeypatch.setattr(timm, "create_model", lambda name, pretrained=False, **kw: ref)
     model = vitlens.load_model("timm:resnet18.a1_in1k")
     assert model is ref and model.data_config["input_size"] == (3, 224, 224)
+    with pytest.raises(ValueError, match=r"stays a timm model.*\['dropout'\].*drop them"):
+        vitlens.load_model("timm:resnet18.a1_in1k", dropout=0.1)
 
 
 @pytest.mark.parametrize("has_safetensors", [True, False])

@@ -50,7 +50,7 @@ def test_paper_config_is_vit_b16_with_the_papers_pretraining_recipe():
     assert (model.patch_size, model.config["embed_dim"], model.config["depth"], model.config["num_heads"],
             model.config["mlp_dim"], model.img_size) == (16, 768, 12, 12, 3072, (224, 224))
     assert isinstance(model.pre_logits[-1], torch.nn.Tanh) and model.pre_logits[0].out_features == 768
-    assert model.config["dropout"] == 0.1
+    assert model.config["dropout"] == 0.1 and not model.low_precision_residual  # the paper's float32 stream
     optim, schedule, train_cfg = cfg["optim"], cfg["schedule"], cfg["train"]
     assert (optim["name"], optim["betas"], optim["weight_decay"], optim["lr"], optim["clip_grad"]) == (
         "adamw", [0.9, 0.999], 0.03, 1e-3, 1.0)
@@ -427,6 +427,23 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path):
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
     assert vitlens.load_model(compiled).num_classes == 10
+
+
+@pytest.mark.parametrize("setting, expected", [
+    (False, None), ("eager", None), (True, {}), ("default", {}),
+    ("tuned", {"options": {"coordinate_descent_tuning": True}}), ("max-autotune", {"mode": "max-autotune"})])
+def test_compile_settings_reach_torch_compile(monkeypatch, setting, expected):
+    """train.compile's values as torch.compile arguments (None: not compiled); a real compile runs above."""
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(kw) or model)
+    model = torch.nn.Linear(2, 2)
+    assert loop.compile_model(model, setting) is model
+    assert calls == ([] if expected is None else [expected])
+
+
+def test_an_unknown_compile_setting_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match=r"train.compile='fast'.*true, false, tuned.*max-autotune"):
+        loop.compile_model(torch.nn.Linear(2, 2), "fast")
 
 
 def test_tensorboard_scalars_match_metrics_jsonl(tmp_path):

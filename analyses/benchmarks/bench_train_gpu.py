@@ -55,13 +55,17 @@ def matmul_tflops(n: int = 8192, repeats: int = 10) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", nargs="+", default=["eager:128", "compile:128"],
-                        help="MODE:BATCH; MODE is eager, compile (torch.compile's default mode) or one of its modes, "
-                             "such as max-autotune-no-cudagraphs (compiling ViT-B/16 twice takes a minute or more)")
+                        help="MODE:BATCH; MODE is eager, compile (torch.compile's default mode), tuned (plus coordinate-descent "
+                             "tuning: 1-2 minutes per model) or one of torch.compile's modes, such as "
+                             "max-autotune-no-cudagraphs (compiling ViT-B/16 twice takes a minute or more)")
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps per timed call")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--attention", default="auto", choices=("auto", *ATTENTION_BACKENDS),
                         help="restrict F.scaled_dot_product_attention to one backend, for both models")
+    parser.add_argument("--low-precision-residual", action="store_true",
+                        help="vitlens's residual stream and LayerNorms in bf16 (VisionTransformer's option; timm has "
+                             "no such option, so its model is unchanged)")
     parser.add_argument("--name", default="train_gpu", help="results/NAME.json, rewritten after each run")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -78,7 +82,8 @@ def main() -> None:
         batch = int(batch)
         torch._dynamo.reset()  # else a second batch size recompiles with dynamic shapes, a different program
         ref = timm.create_model("vit_base_patch16_224", num_classes=1000).cuda()
-        models = {"vitlens": compiled(vitlens.from_timm(ref).cuda(), mode), "timm": compiled(ref, mode)}
+        ours = vitlens.from_timm(ref, low_precision_residual=args.low_precision_residual).cuda()
+        models = {"vitlens": compiled(ours, mode), "timm": compiled(ref, mode)}
         fns = {k: train_steps(m, RECIPE, batch, args.steps, "cuda", True) for k, m in models.items()}
         with attention_backend(args.attention):
             t = interleaved_min(fns, repeats=args.repeats, warmup=1 if mode == "eager" else 2)
@@ -86,6 +91,7 @@ def main() -> None:
             img_s = batch * args.steps / seconds
             rows.append(dict(impl=name, model="vit_b16", batch=batch, dtype="bf16", mode=mode,
                              attention=args.attention, img_s=img_s,
+                             low_precision_residual=name == "vitlens" and args.low_precision_residual,
                              mfu=img_s * FLOPS_PER_IMAGE / peak, ratio_vs_timm=t["timm"] / seconds))
             print(f"{mode} b{batch} {name}: {img_s:.0f} img/s, MFU {100 * rows[-1]['mfu']:.1f}% "
                   f"(vitlens/timm {t['timm'] / t['vitlens']:.3f})")

@@ -12,14 +12,17 @@ from typing import Callable
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from vitlens.train.loop import compile_model
+
 RESULTS = Path(__file__).resolve().parent / "results"
 ATTENTION_BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
                       "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
 
 
 def compiled(model: torch.nn.Module, mode: str) -> torch.nn.Module:
-    """``mode``: eager (the model as it is), compile (torch.compile's default) or one of torch.compile's modes."""
-    return model if mode == "eager" else torch.compile(model, mode=None if mode == "compile" else mode)
+    """``mode``: eager (the model as it is), compile (torch.compile's default), tuned (plus coordinate-descent
+    tuning) or one of torch.compile's modes: what ``train.compile`` accepts."""
+    return compile_model(model, True if mode == "compile" else mode)
 
 
 def attention_backend(name: str) -> AbstractContextManager:

@@ -2,12 +2,13 @@
 # Everything that needs a CUDA GPU, in one go, for the short time a GPU is lent: the GPU training benchmark
 # (eager), the GPU tests, the GPU forward benchmark, a profile of the training step by kind of kernel (with
 # PyTorch's choice of attention kernel and with cuDNN's, which is benchmarked too), then the compiled training
-# benchmark and profile (compiles are the slowest part, so they go last). Each step has its own time limit and a
-# failure does not stop the next one. One log, OUT_DIR/checks.log, and the seven result files go to OUT_DIR
-# (default: $OUT, else gpu-checks/; a lent GPU returns 8 files at most); the results also land in
-# analyses/benchmarks/results/. Runs with the python3 on PATH (PYTHON to choose another) and the vitlens of this
-# checkout. On an H200 the first version (without profiles, cuDNN, pretrain) took 2.5 minutes; expect 6 now, and
-# give a lent GPU's call a limit near its maximum (the steps' limits add up to 13 minutes, the last ones least needed).
+# benchmark and profile, and the fastest configuration (bf16 residual stream, tuned compile) against timm (compiles
+# are the slowest part, so they go last). Each step has its own time limit and a failure does not stop the next one.
+# One log, OUT_DIR/checks.log, and the result files in one archive, OUT_DIR/results.tgz, go to OUT_DIR (default:
+# $OUT, else gpu-checks/; a lent GPU returns 8 files at most); the results also land in analyses/benchmarks/results/.
+# Runs with the python3 on PATH (PYTHON to choose another) and the vitlens of this checkout. On an H200 the steps up
+# to profile_compile take about 6 minutes and train_tuned_lowprec 5 more: a lent GPU's call is at most 10 minutes, so
+# pick with ONLY (the steps' limits add up to 19 minutes).
 # Usage: [ONLY="step names"] analyses/benchmarks/gpu_checks.sh [OUT_DIR]   (ONLY: run just these steps)
 set -u
 cd "$(dirname "$0")/../.."
@@ -32,8 +33,8 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, append to the l
 }
 
 # The real command at the paper's recipe (compiled, dropout 0.1, tanh head) on synthetic images resized to 224 px:
-# its logged img/s against the benchmark's (3,383 compiled at b128 on an H200) is the cost of data loading and of
-# the per-step NaN check (a GPU sync).
+# its logged img/s against the benchmark's (compiled at b128 on an H200: 3,383; the config's tuned compile adds 2-3 %)
+# is the cost of data loading and of the per-step NaN check (a GPU sync).
 pretrain_throughput() {
   $py -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else "no CUDA GPU: skipped")' || return
   local run=/tmp/vitlens-gpu-pretrain
@@ -58,8 +59,13 @@ step train_cudnn 60 $py $bench/bench_train_gpu.py --runs eager:128 --attention c
 step pretrain 150 bash -c pretrain_throughput
 step train_compile 150 $py $bench/bench_train_gpu.py --runs compile:128 compile:256 --name train_gpu_compile
 step profile_compile 90 $py $bench/profile_train_gpu.py --mode compile
+# Two coordinate-descent-tuned compiles: about 4 minutes on an H200.
+step train_tuned_lowprec 330 $py $bench/bench_train_gpu.py --runs tuned:256 --low-precision-residual \
+  --name train_gpu_tuned_lowprec
+names=()
 for name in train_gpu train_gpu_compile train_gpu_cudnn forward_gpu profile_train_cuda_eager_auto \
-            profile_train_cuda_eager_cudnn profile_train_cuda_compile_auto; do
-  cp "$bench/results/$name.json" "$out"/ 2>/dev/null || echo "no $name.json (see the log)"
+            profile_train_cuda_eager_cudnn profile_train_cuda_compile_auto train_gpu_tuned_lowprec; do
+  [[ -f $bench/results/$name.json ]] && names+=("$name.json") || echo "no $name.json (see the log)"
 done
-ls -l "$out"
+tar czf "$out/results.tgz" -C $bench/results "${names[@]}"
+ls -l "$out"; tar tzvf "$out/results.tgz"

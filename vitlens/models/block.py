@@ -2,10 +2,27 @@
 from __future__ import annotations
 
 import torch
-from timm.layers import DropPath, Mlp
+import torch.nn.functional as F
+from timm.layers import DropPath, Mlp, fast_layer_norm
 from torch import nn
 
 from .attention import Attention
+
+
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm (eps 1e-6) that, with ``low_precision``, runs in autocast's dtype instead of float32.
+
+    That is timm's "fast norm" (``timm.layers.fast_layer_norm``; the kernel still accumulates in float32). It lets
+    the residual stream stay in bf16 under autocast, see ``VisionTransformer(low_precision_residual=...)``.
+    """
+
+    def __init__(self, dim: int, low_precision: bool = False, **kwargs) -> None:
+        super().__init__(dim, eps=1e-6, **kwargs)
+        self.low_precision = low_precision
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm = fast_layer_norm if self.low_precision else F.layer_norm
+        return norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
 
 class Block(nn.Module):
@@ -18,15 +35,16 @@ class Block(nn.Module):
         dropout: dropout after the attention projection and after each MLP layer (official code).
         attn_dropout: dropout on the attention probabilities.
         drop_path: stochastic depth rate (not in the paper; common for training small data).
+        low_precision_norm: LayerNorms in autocast's dtype (see :class:`LayerNorm`).
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_dim: int, dropout: float = 0.0,
-                 attn_dropout: float = 0.0, drop_path: float = 0.0) -> None:
+                 attn_dropout: float = 0.0, drop_path: float = 0.0, low_precision_norm: bool = False) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = LayerNorm(dim, low_precision_norm)
         self.attn = Attention(dim, num_heads, attn_drop=attn_dropout, proj_drop=dropout)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = LayerNorm(dim, low_precision_norm)
         self.mlp = Mlp(dim, mlp_dim, act_layer=nn.GELU, drop=dropout)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 

@@ -19,7 +19,7 @@ from ..io import atomic_write
 from .cnn import create_cnn
 from .configs import CONFIG_FIELDS
 from .npz import npz_to_state_dict
-from .timm_convert import from_timm, timm_data_config
+from .timm_convert import UnsupportedModelError, from_timm, timm_data_config
 from .vit import VisionTransformer
 
 log = logging.getLogger("vitlens")
@@ -285,7 +285,7 @@ def fetch_timm_weights(name: str, tqdm_class: type | None = None) -> Path | None
         raise _download_error(name, e) from e
 
 
-def _load_timm(name: str, num_classes: int | None) -> nn.Module:
+def _load_timm(name: str, num_classes: int | None, overrides: Mapping[str, Any]) -> nn.Module:
     import timm
 
     _check_timm_name(name)
@@ -295,8 +295,11 @@ def _load_timm(name: str, num_classes: int | None) -> nn.Module:
     except Exception as e:
         raise _download_error(name, e) from e
     try:
-        return from_timm(model)
-    except ValueError:  # not a ViT: keep the timm model (CNN baselines) with its preprocessing
+        return from_timm(model, **overrides)
+    except UnsupportedModelError:  # not a ViT: keep the timm model (CNN baselines) with its preprocessing
+        if overrides:
+            raise ValueError(f"timm:{name} stays a timm model (not a ViT vitlens converts), so the model fields "
+                             f"{sorted(overrides)} do not apply to it: drop them") from None
         model.data_config = timm_data_config(model)
         if num_classes is not None and num_classes != model.num_classes:
             log.info("%s: new %d-class head (timm's reset_classifier)", name, num_classes)
@@ -326,7 +329,7 @@ def load_model(source: str | Path, *, num_classes: int | None = None, img_size: 
     """
     src = str(source)
     if src.startswith("timm:"):
-        model = _load_timm(src[5:], num_classes)
+        model = _load_timm(src[5:], num_classes, overrides)
     else:
         if src.startswith("demo:"):
             name = src[5:]

