@@ -92,6 +92,9 @@ def test_timm_source_takes_runtime_overrides(monkeypatch):
     assert model.config["dropout"] == 0.1 and model.blocks[0].mlp.drop1.p == 0.1
     assert model.config["drop_path"] == 0.2 and model.low_precision_residual
     _same_logits(model, ref)  # eval mode: dropout and stochastic depth off, float32: the same logits
+    # An architecture field would load (the shapes fit) into a different, wrong model: refused.
+    with pytest.raises(ValueError, match=r"\['num_heads'\] cannot be set.*Settable: dropout"):
+        vitlens.load_model("timm:vit_tiny_patch16_224.augreg_in21k_ft_in1k", num_heads=4)
 
 
 def test_timm_cnn_source_stays_a_timm_model(monkeypatch):

@@ -58,6 +58,29 @@ def test_paper_config_is_vit_b16_with_the_papers_pretraining_recipe():
         10000, "linear", 4096, 90)
 
 
+def test_bf16_training_with_a_low_precision_residual_learns_and_reloads_with_it(tmp_path):
+    """train.amp=true (CPU bf16 autocast) with model.low_precision_residual=true: the stream really is bf16 while
+    training, the run learns, and load_model gives the model back with the option."""
+    cfg = tiny("train.steps=150", "data.subset=1024", "optim.lr=3e-3", "schedule.min_lr=3e-4", "optim.weight_decay=0",
+               "augment.label_smoothing=0", "train.eval=true", "model.representation_size=null", "train.amp=true",
+               "model.low_precision_residual=true", *NO_RANDOMNESS)
+    stream = []
+    real_build = loop.build_model
+
+    def build_and_watch(*args, **kw):
+        model = real_build(*args, **kw)
+        model.blocks[0].register_forward_hook(lambda m, a, out: stream.append(out.dtype) if m.training else None)
+        return model
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(loop, "build_model", build_and_watch)
+        run = train(cfg, tmp_path / "run")
+    assert stream and set(stream) == {torch.bfloat16}
+    final_eval = [r for r in records(run) if "eval_loss" in r][-1]
+    assert final_eval["eval_loss"] < 0.7 * CHANCE and final_eval["eval_acc"] > 0.4
+    assert vitlens.load_model(run).low_precision_residual
+
+
 def test_cli_pretrain_resume_finetune_and_eval(tmp_path, capsys):
     """The commands a user types: pretrain with flags and overrides, --resume, finetune --from --img-size (with EMA),
     eval of the run on its own dataset; and a mistyped override is refused with a suggestion."""
@@ -439,6 +462,22 @@ def test_compile_settings_reach_torch_compile(monkeypatch, setting, expected):
     model = torch.nn.Linear(2, 2)
     assert loop.compile_model(model, setting) is model
     assert calls == ([] if expected is None else [expected])
+
+
+def test_the_compile_flag_keeps_a_configs_own_compile_setting(tmp_path):
+    """`--config paper_vit_b16 --compile` keeps the config's `tuned`; on a config without compile it means true;
+    an explicit train.compile=... override still wins."""
+    import argparse
+
+    from vitlens.train.commands import _config
+
+    def compile_of(config, *overrides):
+        args = argparse.Namespace(compile=True, overrides=list(overrides))
+        return _config(config, ["train.compile=true"], args)["train"]["compile"]
+
+    assert compile_of("paper_vit_b16") == "tuned"
+    assert compile_of("fashion_vit") is True
+    assert compile_of("paper_vit_b16", "train.compile=max-autotune") == "max-autotune"
 
 
 def test_an_unknown_compile_setting_is_refused_with_the_choices():

@@ -55,9 +55,9 @@ def matmul_tflops(n: int = 8192, repeats: int = 10) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", nargs="+", default=["eager:128", "compile:128"],
-                        help="MODE:BATCH; MODE is eager, compile (torch.compile's default mode), tuned (plus coordinate-descent "
-                             "tuning: 1-2 minutes per model) or one of torch.compile's modes, such as "
-                             "max-autotune-no-cudagraphs (compiling ViT-B/16 twice takes a minute or more)")
+                        help="MODE:BATCH; MODE is eager, compile (torch.compile's default mode), tuned (plus "
+                             "coordinate-descent tuning: 1-2 minutes per model) or one of torch.compile's modes, such "
+                             "as max-autotune-no-cudagraphs (compiling ViT-B/16 twice takes a minute or more)")
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps per timed call")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--peak-tflops", type=float, default=None)

@@ -98,7 +98,6 @@ VARIANTS = {
     "bf16_stream": dict(options=dict(low_precision_residual=True)),
     "bf16_stream+cdt": dict(options=dict(low_precision_residual=True), compile="tuned"),
     "attn_flash": dict(attention="flash"),
-    "attn_efficient": dict(attention="efficient"),
     "opt_compiled": dict(steps_fn=compiled_optimizer_steps),
     "timm": dict(timm=True),
 }
@@ -106,8 +105,9 @@ VARIANTS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("variants", nargs="*", default=["timm", "base", "bf16_stream", "attn_flash", "cdt", "bf16_stream+cdt",
-                                                         "opt_compiled", "fast_norm"])
+    parser.add_argument("variants", nargs="*", choices=list(VARIANTS),
+                        default=["timm", "base", "bf16_stream", "attn_flash", "cdt", "bf16_stream+cdt", "opt_compiled",
+                                 "fast_norm"]))
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)

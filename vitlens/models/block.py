@@ -3,17 +3,27 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, fast_layer_norm
+from timm.layers import DropPath, Mlp
 from torch import nn
 
 from .attention import Attention
 
 
-class LayerNorm(nn.LayerNorm):
-    """nn.LayerNorm (eps 1e-6) that, with ``low_precision``, runs in autocast's dtype instead of float32.
+def low_precision_dtype(device_type: str) -> torch.dtype | None:
+    """bfloat16 when bf16 autocast is on, else None: what ``low_precision_residual`` carries the stream in.
 
-    That is timm's "fast norm" (``timm.layers.fast_layer_norm``; the kernel still accumulates in float32). It lets
-    the residual stream stay in bf16 under autocast, see ``VisionTransformer(low_precision_residual=...)``.
+    float16 autocast keeps the float32 stream: float16's range (max 65504) is too small for a residual stream."""
+    if torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.bfloat16:
+        return torch.bfloat16
+    return None
+
+
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm (eps 1e-6) that, with ``low_precision``, runs in bf16 under bf16 autocast instead of float32.
+
+    The same operations as timm's "fast norm" (``timm.layers.set_fast_norm``; the kernel still accumulates in
+    float32), written here because timm's version has changed across releases (older ones act on CUDA autocast
+    only). It lets the residual stream stay in bf16, see ``VisionTransformer(low_precision_residual=...)``.
     """
 
     def __init__(self, dim: int, low_precision: bool = False, **kwargs) -> None:
@@ -21,8 +31,12 @@ class LayerNorm(nn.LayerNorm):
         self.low_precision = low_precision
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm = fast_layer_norm if self.low_precision else F.layer_norm
-        return norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        dtype = low_precision_dtype(x.device.type) if self.low_precision else None
+        if dtype is None:
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        with torch.autocast(x.device.type, enabled=False):  # autocast would cast all three back to float32
+            return F.layer_norm(x.to(dtype), self.normalized_shape, self.weight.to(dtype), self.bias.to(dtype),
+                                self.eps)
 
 
 class Block(nn.Module):
@@ -35,7 +49,8 @@ class Block(nn.Module):
         dropout: dropout after the attention projection and after each MLP layer (official code).
         attn_dropout: dropout on the attention probabilities.
         drop_path: stochastic depth rate (not in the paper; common for training small data).
-        low_precision_norm: LayerNorms in autocast's dtype (see :class:`LayerNorm`).
+        low_precision_norm: LayerNorms in bf16 under bf16 autocast (see :class:`LayerNorm`); the model's
+            ``low_precision_residual`` sets it.
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_dim: int, dropout: float = 0.0,

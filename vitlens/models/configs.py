@@ -39,7 +39,8 @@ def create_model(name: str, **overrides: Any) -> VisionTransformer:
     Args:
         name: one of :func:`list_models`.
         **overrides: img_size, patch_size, in_chans, num_classes, embed_dim, depth, num_heads, mlp_dim,
-            representation_size, pool, dropout, attn_dropout, drop_path, dynamic_img_size, backbone_layers.
+            representation_size, pool, dropout, attn_dropout, drop_path, dynamic_img_size, backbone_layers,
+            low_precision_residual.
 
     Example:
         >>> model = create_model("vit_b16", img_size=384, num_classes=10)

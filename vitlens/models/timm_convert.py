@@ -66,19 +66,27 @@ def timm_data_config(model: nn.Module) -> dict[str, Any]:
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()}
 
 
+# What from_timm lets a caller choose: options that leave the weights' meaning alone. The architecture is the model's.
+RUNTIME_FIELDS = ("dropout", "attn_dropout", "drop_path", "dynamic_img_size", "low_precision_residual")
+
+
 def from_timm(model: nn.Module, **overrides: Any) -> VisionTransformer:
     """Convert an instantiated timm ViT (plain or R50 hybrid), weights and data config included.
 
     Args:
         model: the timm VisionTransformer.
-        **overrides: runtime options of :class:`VisionTransformer` (``dropout``, ``drop_path``,
-            ``low_precision_residual``...); the architecture comes from ``model``.
+        **overrides: runtime options of :class:`VisionTransformer` (:data:`RUNTIME_FIELDS`: ``dropout``,
+            ``attn_dropout``, ``drop_path``, ``dynamic_img_size``, ``low_precision_residual``); the architecture
+            comes from ``model``.
 
     Example:
         >>> vit = from_timm(timm.create_model("vit_base_patch16_224.orig_in21k_ft_in1k", pretrained=True))
     """
     from .loading import load_weights
 
+    if unknown := sorted(set(overrides) - set(RUNTIME_FIELDS)):
+        raise ValueError(f"{unknown} cannot be set on a converted timm ViT: its architecture is the timm model's. "
+                         f"Settable: {', '.join(RUNTIME_FIELDS)}")
     vit = VisionTransformer(**{**timm_vit_config(model), **overrides})
     load_weights(vit, model.state_dict(), source=getattr(model, "default_cfg", {}).get("architecture", "timm model"))
     vit.data_config = timm_data_config(model)

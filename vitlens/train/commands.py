@@ -28,10 +28,20 @@ def _add_train_args(p: argparse.ArgumentParser, default_config: str) -> None:
     p.add_argument("--steps", type=int, default=None, help="total optimizer steps (instead of epochs)")
     p.add_argument("--batch-size", type=int, default=None, help="global batch (all processes, all accumulation)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (train.compile=tuned: also tune the generated kernels)")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the model (train.compile=tuned: also tune the generated kernels)")
     p.add_argument("--amp", action="store_true", default=None, help="bf16 autocast (default on CUDA only)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. optim.weight_decay=0.1 augment.mixup=0.8 train.ema_decay=0.9999")
+
+
+def _config(source: str | Path, flags: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """The config with the flags, then the KEY=VALUE overrides, applied. ``--compile`` keeps a compile setting the
+    config already has (``paper_vit_b16``'s ``tuned``) rather than downgrading it to ``true``."""
+    cfg = load_config(source)
+    if args.compile and cfg.get("train", {}).get("compile") not in (None, False, "false", "eager"):
+        flags = [f for f in flags if not f.startswith("train.compile=")]
+    return apply_overrides(cfg, flags + args.overrides)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -46,9 +56,9 @@ def _run(args: argparse.Namespace) -> int:
                          f"drop --config/--out (change settings with KEY=VALUE overrides)")
     try:
         if args.resume is not None:
-            train(load_config(args.resume / "config.yaml", flags + args.overrides), args.resume, resume=True)
+            train(_config(args.resume / "config.yaml", flags, args), args.resume, resume=True)
         else:
-            train(load_config(args.config or args.default_config, flags + args.overrides), args.out)
+            train(_config(args.config or args.default_config, flags, args), args.out)
     except TrainingDiverged as e:
         print(f"vitlens: training stopped: {e}", file=sys.stderr)
         return 3
