@@ -16,15 +16,14 @@ import torch
 import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 from torch import nn
-from torch.profiler import ProfilerActivity, profile
 
 import vitlens
 from bench_train import train_steps
 from bench_train_gpu import FLOPS_PER_IMAGE, RECIPE, peak_flops
-from common import attention_backend, compiled
+from common import attention_backend, compiled, interleaved_min
+from profile_train_gpu import profiled
 from vitlens.models.block import LayerNorm
 from vitlens.models.vit import VisionTransformer
-from profile_train_gpu import kind_of
 
 
 def fast_norm_only(model: VisionTransformer) -> VisionTransformer:
@@ -61,35 +60,6 @@ def compiled_optimizer_steps(model: nn.Module, batch: int, steps: int):
     return run
 
 
-def time_min(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    best = float("inf")
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
-def kinds_of(fn, steps: int, top: int) -> None:
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    kernels = sorted(((e.key, kind_of(e.key), e.self_device_time_total / steps / 1e3) for e in prof.key_averages()
-                      if e.device_type.name == "CUDA"), key=lambda k: -k[2])
-    total = sum(ms for _, _, ms in kernels)
-    kinds: dict[str, float] = {}
-    for _, kind, ms in kernels:
-        kinds[kind] = kinds.get(kind, 0.0) + ms
-    print(f"    kernels {total:.1f} ms/step: " + ", ".join(f"{k} {v:.1f}" for k, v in
-                                                       sorted(kinds.items(), key=lambda kv: -kv[1])))
-    for key, kind, ms in kernels[:top]:
-        print(f"      {ms:6.2f} ms {kind:<11} {key[:120]}")
-
-
 # Each: the vitlens model's options (or timm's model), the train.compile setting, the attention backend, the step.
 VARIANTS = {
     "base": {},
@@ -105,15 +75,20 @@ VARIANTS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("variants", nargs="*", choices=list(VARIANTS),
+    parser.add_argument("variants", nargs="*", help=f"of: {', '.join(VARIANTS)}",
                         default=["timm", "base", "bf16_stream", "attn_flash", "cdt", "bf16_stream+cdt", "opt_compiled",
-                                 "fast_norm"]))
+                                 "fast_norm"])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args()
+    if unknown := [v for v in args.variants if v not in VARIANTS]:
+        parser.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    if not torch.cuda.is_available():
+        print("no CUDA GPU: nothing to explore")
+        return
     torch.backends.cuda.matmul.allow_tf32 = True
     peak = peak_flops(torch.cuda.get_device_name(), None)
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "timm", timm.__version__, flush=True)
@@ -129,13 +104,17 @@ def main() -> None:
             make = spec.get("steps_fn") or (lambda m, b, s: train_steps(m, RECIPE, b, s, "cuda", True))
             with attention_backend(spec.get("attention", "auto")):
                 fn = make(model, args.batch, args.steps)
-                seconds = time_min(fn, args.repeats)
+                seconds = interleaved_min({name: fn}, args.repeats, warmup=2)[name]
                 img_s = args.batch * args.steps / seconds
                 print(f"{name:>16}: {img_s:7.0f} img/s  MFU {100 * img_s * FLOPS_PER_IMAGE / peak:5.1f} %  "
                       f"{1e3 * seconds / args.steps:6.1f} ms/step  ({time.perf_counter() - t0:.0f} s incl. compile)",
                       flush=True)
                 if not args.no_profile:
-                    kinds_of(fn, args.steps, args.top)
+                    kernels, kinds = profiled(fn, args.steps, cuda=True)
+                    print(f"    kernels {sum(kinds.values()):.1f} ms/step: "
+                          + ", ".join(f"{k} {v:.1f}" for k, v in kinds.items()))
+                    for key, kind, ms in kernels[:args.top]:
+                        print(f"      {ms:6.2f} ms {kind:<11} {key[:120]}")
         except Exception as exc:  # an exploration: report and go on to the next variant
             print(f"{name:>16}: failed: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
         finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import Callable
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -36,6 +37,27 @@ def kind_of(name: str) -> str:
     return next((kind for kind, pattern in KINDS if re.search(pattern, low)), "other")
 
 
+def profiled(step: Callable[[], None], steps: int,
+             cuda: bool) -> tuple[list[tuple[str, str, float]], dict[str, float]]:
+    """Run ``step`` (``steps`` optimizer steps) under the profiler. Returns (name, kind, ms per step) of each GPU
+    kernel on CUDA, or on CPU of each ATen operator (their self times do not overlap), most expensive first; and the
+    ms per step of each kind, largest first."""
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
+    with profile(activities=activities) as prof:
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+    kernels = sorted(((e.key, kind_of(e.key), (e.self_device_time_total if cuda else e.self_cpu_time_total)
+                      / steps / 1e3) for e in prof.key_averages()
+                      if (e.device_type.name == "CUDA" if cuda else e.key.startswith("aten::"))),
+                     key=lambda k: -k[2])
+    kernels = [k for k in kernels if k[2] > 0]
+    kinds: dict[str, float] = {}
+    for _, kind, ms in kernels:
+        kinds[kind] = kinds.get(kind, 0.0) + ms
+    return kernels, dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
@@ -60,27 +82,11 @@ def main() -> None:
             step()
         if cuda:
             torch.cuda.synchronize()
-        activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
-        with profile(activities=activities) as prof:
-            step()
-            if cuda:
-                torch.cuda.synchronize()
-
-    # (name, kind, ms per step) of each GPU kernel on CUDA; on CPU of each ATen operator (their self times do not
-    # overlap), most expensive first.
-    kernels = sorted(((e.key, kind_of(e.key), (e.self_device_time_total if cuda else e.self_cpu_time_total)
-                       / args.steps / 1e3) for e in prof.key_averages()
-                      if (e.device_type.name == "CUDA" if cuda else e.key.startswith("aten::"))),
-                     key=lambda k: -k[2])
-    kernels = [k for k in kernels if k[2] > 0]
-    per_step_ms = sum(ms for _, _, ms in kernels)
-    kinds: dict[str, float] = {}
-    for _, kind, ms in kernels:
-        kinds[kind] = kinds.get(kind, 0.0) + ms
+        kernels, kinds = profiled(step, args.steps, cuda)
+    per_step_ms = sum(kinds.values())
     title = f"{name} {args.device} b{batch} {args.mode}, attention {args.attention}"
     print(f"{title}: {per_step_ms:.1f} ms of {'GPU kernels' if cuda else 'ATen operators'} per step")
-    rows = [dict(kind=kind, ms_per_step=ms, share=ms / per_step_ms)
-            for kind, ms in sorted(kinds.items(), key=lambda kv: -kv[1])]
+    rows = [dict(kind=kind, ms_per_step=ms, share=ms / per_step_ms) for kind, ms in kinds.items()]
     for row in rows:
         print(f"  {row['kind']:<12} {row['ms_per_step']:8.2f} ms  {100 * row['share']:5.1f} %")
     top = kernels[:args.top]

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import apply_overrides, list_configs, load_config
+from .config import apply_overrides, compiles, list_configs, load_config
 
 # Shortcut flags and the config keys they set.
 _FLAGS = {"dataset": "data.dataset", "data_dir": "data.data_dir", "epochs": "train.epochs", "steps": "train.steps",
@@ -39,7 +39,7 @@ def _config(source: str | Path, flags: list[str], args: argparse.Namespace) -> d
     """The config with the flags, then the KEY=VALUE overrides, applied. ``--compile`` keeps a compile setting the
     config already has (``paper_vit_b16``'s ``tuned``) rather than downgrading it to ``true``."""
     cfg = load_config(source)
-    if args.compile and cfg.get("train", {}).get("compile") not in (None, False, "false", "eager"):
+    if args.compile and compiles(cfg.get("train", {}).get("compile")):
         flags = [f for f in flags if not f.startswith("train.compile=")]
     return apply_overrides(cfg, flags + args.overrides)
 

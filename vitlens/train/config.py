@@ -36,6 +36,11 @@ def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict
     return apply_overrides(config, overrides)
 
 
+def compiles(setting: Any) -> bool:
+    """Whether a ``train.compile`` value asks for torch.compile (``vitlens.train.loop.compile_model`` says how)."""
+    return setting not in (None, False, "false", "eager")
+
+
 # Keys the training loop reads beyond those the packaged configs spell out. The model section is open: its keys
 # are constructor arguments (VisionTransformer or timm), which reject unknown names themselves.
 EXTRA_KEYS = {"data": {"num_classes"}}

@@ -31,6 +31,7 @@ from ..models.configs import MODEL_CONFIGS, create_model
 from ..models.loading import load_model, save_model
 from ..models.vit import VisionTransformer
 from .checkpoint import list_checkpoints, load_state, rng_state, save_checkpoint, set_rng_state
+from .config import compiles
 
 log = logging.getLogger("vitlens")
 
@@ -151,7 +152,7 @@ def compile_model(model: nn.Module, setting: Any) -> nn.Module:
     """``train.compile``: false; true (torch.compile's default); ``tuned``, the default plus Inductor's
     coordinate-descent tuning of the kernels it generates (ViT-B/16 on an H200: +2 to 3 % training throughput for
     about a minute more compile time); or a torch.compile mode such as ``max-autotune``."""
-    if setting in (None, False, "false", "eager"):
+    if not compiles(setting):
         return model
     if setting is True or setting in ("true", "default"):
         return torch.compile(model)
