@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-import appkit
+from kit import models
 
 st.set_page_config(page_title="vitlens", page_icon=":material/visibility:", layout="wide")
 
@@ -17,7 +17,7 @@ pages = [
     st.Page("views/bias.py", title="Inductive biases", icon=":material/science:"),
 ]
 nav = st.navigation(pages)
-appkit.model_picker()
+models.model_picker()
 st.sidebar.caption("vitlens: see what a Vision Transformer learned. The bundled models are small and know only "
                    "Fashion-MNIST; the paper's checkpoints load by timm name when online.")
 nav.run()

@@ -9,7 +9,7 @@ from PIL import Image
 import vitlens
 import vitlens.images
 from vitlens.analysis import attention_rollout, cls_map, position_embedding_similarity
-from vitlens.analysis.commands import _parse_spec
+from vitlens.cli.common import parse_spec
 from vitlens.cli import main
 
 
@@ -76,9 +76,9 @@ def test_each_analysis_runs(saved, tmp_path, argv, name):
 
 
 def test_data_spec():
-    assert _parse_spec("fashion_mnist:test:100", "train") == ("fashion_mnist", "test", 100)
-    assert _parse_spec("fashion-mnist", "train") == ("fashion_mnist", "train", None)
-    assert _parse_spec("timm:hfds/foo:val", "test") == ("timm:hfds/foo", "val", None)
+    assert parse_spec("fashion_mnist:test:100", "train") == ("fashion_mnist", "test", 100)
+    assert parse_spec("fashion-mnist", "train") == ("fashion_mnist", "train", None)
+    assert parse_spec("timm:hfds/foo:val", "test") == ("timm:hfds/foo", "val", None)
 
 
 def test_rollout_refuses_a_cnn(saved, tmp_path, capsys):

@@ -7,7 +7,8 @@ import torch
 from conftest import perturb_
 
 import vitlens
-from vitlens.analysis import attention_distance, mean_attention_distance, prepare
+from vitlens.analysis import attention_distance, mean_attention_distance
+from vitlens.images import prepare
 
 
 def grid_coords(g):

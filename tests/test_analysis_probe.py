@@ -7,8 +7,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 import vitlens
-from vitlens.analysis import fewshot_eval, fewshot_ridge, linear_probe, prepare
+from vitlens.analysis import fewshot_eval, fewshot_ridge, linear_probe
 from vitlens.analysis.probe import sample_shots
+from vitlens.images import prepare
 
 
 def ridge_by_lstsq(x, y, test_x, num_classes, lam):
@@ -70,9 +71,9 @@ def test_logistic_probe_matches_sklearn_fitted_directly():
     for name, f in zip(got["layers"], feats):
         scaler = StandardScaler().fit(f[:60])
         clf = LogisticRegression(max_iter=1000).fit(scaler.transform(f[:60]), labels[:60].numpy())
-        assert got["accuracy"][name] == pytest.approx(clf.score(scaler.transform(f[60:]), labels[60:].numpy()))
-    few = linear_probe(model, train, test, shots=(1, 5), seeds=(0, 1), progress=False)
-    assert set(few["accuracy"]["pre_logits"]) == {1, 5}
+        assert got["logistic"][name] == pytest.approx(clf.score(scaler.transform(f[60:]), labels[60:].numpy()))
+    few = linear_probe(model, train, test, logistic=False, shots=(1, 5), seeds=(0, 1), progress=False)
+    assert set(few["fewshot"]["pre_logits"]) == {1, 5}
 
 
 def test_probe_on_cnn():
@@ -81,4 +82,4 @@ def test_probe_on_cnn():
     data = [(torch.rand(12, 1, 28, 28), labels[:12]), (torch.rand(12, 1, 28, 28), labels[12:])]
     got = linear_probe(cnn, data, data, layers=[-1], progress=False)
     assert got["layers"] == ["layer4", "pre_logits"]
-    assert 0 <= got["accuracy"]["layer4"] <= 1
+    assert 0 <= got["logistic"]["layer4"] <= 1

@@ -21,7 +21,8 @@ def test_bicubic_and_bilinear_match_timm(old, new, prefix):
     torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("old,new", [((14, 14), (24, 24)), ((24, 24), (14, 14)), ((7, 9), (12, 20))])
+@pytest.mark.parametrize("old,new", [((14, 14), (24, 24)), ((24, 24), (14, 14)), ((7, 9), (12, 20)),
+                                     ((2, 8), (4, 4))])  # as many slots, another shape: must still resample
 def test_jax_mode_matches_official_scipy_zoom(old, new):
     pe = torch.randn(1, 1 + old[0] * old[1], 16, dtype=torch.float64)
     ours = vitlens.resize_pos_embed(pe, new, old_grid=old, mode="jax")

@@ -469,7 +469,7 @@ def test_the_compile_flag_keeps_a_configs_own_compile_setting(tmp_path):
     an explicit train.compile=... override still wins."""
     import argparse
 
-    from vitlens.train.commands import _config
+    from vitlens.cli.train import _config
 
     def compile_of(config, *overrides):
         args = argparse.Namespace(compile=True, overrides=list(overrides))

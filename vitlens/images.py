@@ -1,17 +1,31 @@
-"""Reading user images safely and turning them into model input with the model's own preprocessing."""
+"""Images, from file to model and back to the screen: reading and validating user images (files, uploads, zips,
+the sample photos), preparing them for a model with its own preprocessing, and the view drawn under maps.
+
+Two routes into a model, with the same geometry: :func:`preprocess` for a decoded image (timm's eval transform:
+resize, centre crop, normalise), what the app and ``vitlens analyze`` use for photos; and :func:`prepare` for
+tensors already in [0, 1] (dataset batches), which only converts channels, resizes and normalises.
+"""
 from __future__ import annotations
 
 import io
 import warnings
+import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO, Mapping
+from typing import Any, BinaryIO, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
+import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 40_000_000  # ~ a 6300 x 6300 photo; larger is refused before decoding (decompression bombs)
 MAX_BYTES = 50 * 1024 * 1024
+MAX_ZIP_MEMBERS = 512
+# The real photos the paper-style figures use when no image is given (scikit-image's bundled samples).
+SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+# ITU-R BT.601 luma, as PIL's convert("L") (the app's route for photos); torchvision's rgb_to_grayscale uses
+# 0.2989 for red, which would make the two routes differ in the fourth digit.
+LUMA = (0.299, 0.587, 0.114)
 
 
 class ImageError(ValueError):
@@ -102,3 +116,135 @@ def model_view(img: Image.Image, data_config: Mapping[str, Any], scale: int = 1)
     # identity normalisation, 3 channels: only the geometry of the model's transform is kept
     view = {**data_config, "input_size": (3, h * scale, w * scale), "mean": (0.0,) * 3, "std": (1.0,) * 3}
     return preprocess(img.convert("RGB"), view)[0].permute(1, 2, 0).clamp(0, 1).numpy()
+
+
+def read_zip(data: bytes, size: int) -> tuple[torch.Tensor, list[str]]:
+    """Every readable image in a zip (the first :data:`MAX_ZIP_MEMBERS` entries) as size x size RGB in [0, 1], and
+    a message for each unreadable one.
+
+    Args:
+        data: the zip file's bytes.
+        size: side of the square each image is resized to.
+
+    Raises:
+        zipfile.BadZipFile: ``data`` is not a zip.
+    """
+    images, skipped = [], []
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        for info in zf.infolist()[:MAX_ZIP_MEMBERS]:
+            if info.is_dir():
+                continue
+            if info.file_size > MAX_BYTES:  # checked before decompressing: a zip bomb never reaches memory
+                skipped.append(f"{info.filename} is {info.file_size / 2**20:.0f} MB uncompressed")
+                continue
+            try:
+                img = open_image(zf.read(info), name=info.filename).resize((size, size))
+            except ImageError as e:
+                skipped.append(str(e))
+                continue
+            images.append(to_tensor(img))
+    return (torch.stack(images) if images else torch.empty(0, 3, size, size)), skipped
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """An RGB image as a 3 x H x W float tensor in [0, 1]."""
+    return TF.pil_to_tensor(img.convert("RGB")).float() / 255.0  # division, as numpy's (to_dtype multiplies)
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """Read an image file as a 3 x H x W float tensor in [0, 1] (decoded and checked by :func:`open_image`).
+
+    Grayscale comes back as three equal channels, which :func:`prepare` turns back into the same single channel.
+    """
+    return to_tensor(open_image(path))
+
+
+def sample_image(name: str) -> Image.Image:
+    """One of scikit-image's sample photos (:data:`SAMPLE_PHOTOS`) as an RGB image."""
+    import skimage.data
+
+    if name not in SAMPLE_PHOTOS:
+        raise ValueError(f"unknown sample photo {name!r}; choose from {', '.join(SAMPLE_PHOTOS)}")
+    return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+
+
+def sample_photo(name: str) -> torch.Tensor:
+    """One of scikit-image's sample photos as 3 x H x W in [0, 1] (see :func:`sample_image`)."""
+    return to_tensor(sample_image(name))
+
+
+def photo(name: str | Path, data_config: Mapping[str, Any]) -> torch.Tensor:
+    """A sample photo (by name) or an image file, cut as :func:`preprocess` cuts it, 3 x H x W in [0, 1].
+
+    The geometry is :func:`preprocess`'s (timm's resize and centre crop by ``crop_pct``), so the command line and
+    the app explain the same pixels; :func:`prepare` then only converts channels and normalises.
+
+    Args:
+        name: one of :data:`SAMPLE_PHOTOS`, or a path (a file of that name wins).
+        data_config: ``model.data_config``.
+    """
+    img = sample_image(str(name)) if str(name) in SAMPLE_PHOTOS and not Path(name).exists() else open_image(name)
+    if data_config["input_size"][0] == 1:  # the app's 8-bit PIL grayscale, as three equal channels
+        img = img.convert("L").convert("RGB")
+    return torch.from_numpy(model_view(img, data_config)).permute(2, 0, 1).contiguous()
+
+
+def to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """B x C x H x W to ``channels``: grayscale to RGB by repetition, RGB to grayscale by :data:`LUMA`."""
+    if images.shape[1] == channels:
+        return images
+    if channels == 1 and images.shape[1] == 3:
+        return (images * torch.tensor(LUMA, dtype=images.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    if channels == 3 and images.shape[1] == 1:
+        return images.expand(-1, 3, -1, -1)
+    raise ValueError(f"cannot convert {images.shape[1]}-channel images to the model's {channels} channels")
+
+
+def prepare(images: torch.Tensor, data_config: Mapping[str, Any]) -> torch.Tensor:
+    """Images in [0, 1] (B x C x H x W or C x H x W) to a model's input: its channels, size, mean and std.
+
+    Grayscale goes to RGB by repetition and RGB to grayscale by :data:`LUMA`, so the bundled Fashion-MNIST models
+    (1 x 28 x 28) accept photos and timm models (3 x 224 x 224) accept Fashion-MNIST. The image is resized whole
+    (no crop), bilinear with antialiasing.
+
+    Args:
+        images: float tensor in [0, 1].
+        data_config: ``model.data_config`` (``input_size``, ``mean``, ``std``).
+    """
+    x = images[None] if images.ndim == 3 else images
+    channels, height, width = data_config["input_size"]
+    x = to_channels(x, channels)
+    if tuple(x.shape[-2:]) != (height, width):
+        x = TF.resize(x, [height, width], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    return TF.normalize(x, list(data_config["mean"]), list(data_config["std"]))
+
+
+def display_view(image: torch.Tensor, data_config: Mapping[str, Any], side: int = 224) -> torch.Tensor:
+    """An image in [0, 1] as the model gets it (its channels: grayscale for a 1-channel model), resized so that
+    its longer side is ``side`` pixels: the background of the maps drawn over the input.
+
+    Args:
+        image: C x H x W in [0, 1], already cut to the model's geometry (e.g. by :func:`photo`).
+        data_config: ``model.data_config``.
+        side: display size of the longer side.
+    """
+    channels, h, w = data_config["input_size"]
+    scale = side / max(h, w)
+    x = to_channels(image[None], channels)
+    x = TF.resize(x, [round(h * scale), round(w * scale)], interpolation=TF.InterpolationMode.BILINEAR,
+                  antialias=True)
+    return x[0].clamp(0, 1)
+
+
+def batches(data: torch.Tensor | Iterable, batch_size: int) -> Iterator[torch.Tensor]:
+    """Image batches from a tensor (split along dim 0) or from a loader yielding tensors or (images, labels).
+
+    Args:
+        data: N x C x H x W tensor, or an iterable of batches.
+        batch_size: batch size when ``data`` is a tensor.
+    """
+    if isinstance(data, torch.Tensor):
+        yield from data.split(batch_size)
+        return
+    for item in data:
+        yield item[0] if isinstance(item, (tuple, list)) else item

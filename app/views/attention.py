@@ -7,25 +7,26 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-import appkit
-from vitlens.analysis import attention_rollout, cls_map, fuse_heads, gradient_rollout, head_maps
+from kit import inputs, models, show
+from vitlens.analysis import attention_rollout, cls_map, gradient_rollout, head_maps, patch_maps
 from vitlens.analysis.figures import heads_figure, rollout_figure
+from vitlens.data import class_names
 
 st.title("Attention")
-source, model = appkit.current_model()
-inp = appkit.image_input("attn")
+source, model = models.current_model()
+inp = inputs.image_input("attn")
 if inp is None:
     st.stop()
-appkit.domain_note(model, inp)
+inputs.domain_note(model, inp)
 
-x = appkit.model_input(source, inp)
-out = appkit.vit_forward(source, inp.digest, x)
-attentions, names = out["attentions"], appkit.class_names(model)
-shown = appkit.view(source, inp)
+x = inputs.model_input(source, inp)
+out = models.vit_forward(source, inp.digest, x)
+attentions, names = out["attentions"], class_names(model)
+shown = inputs.view(source, inp)
 prefix, grid, depth = model.num_prefix_tokens, model.grid_size, len(model.blocks)
 about = f"{source} on {inp.label}"
 
-top5 = appkit.top_k(out["logits"], names)
+top5 = show.top_k(out["logits"], names)
 left, right = st.columns([1, 2])
 with left:
     st.subheader("Top-5")
@@ -50,7 +51,7 @@ with right:
                              hovertemplate="patch (%{y}, %{x})<extra>click</extra>", showlegend=False), row=1, col=3)
     fig.update_xaxes(range=[-0.5, grid[1] - 0.5], row=1, col=3)  # the markers must not widen the heatmap's axes
     fig.update_yaxes(range=[grid[0] - 0.5, -0.5], row=1, col=3)
-    event = appkit.show(fig, "rollout", pd.DataFrame(rollout[0].numpy()), "rollout_fig", on_select="rerun",
+    event = show.show(fig, "rollout", pd.DataFrame(rollout[0].numpy()), "rollout_fig", on_select="rerun",
                         selection_mode="points")
     st.caption("Left to right: the model's view of the image, rollout as the paper draws it (map / max as an alpha "
                "mask), and as a heatmap. Click a patch on the heatmap to see what it attends to below.")
@@ -69,29 +70,29 @@ target = st.selectbox("Explain class", range(len(names)), index=int(top5["index"
 
 @st.cache_resource(show_spinner="Backpropagating to every layer's attention...", max_entries=32)
 def grad_map(source: str, digest: str, target: int, _x: torch.Tensor) -> torch.Tensor:
-    return cls_map(gradient_rollout(appkit.load(source), _x, target), grid, prefix)
+    return cls_map(gradient_rollout(models.load(source), _x, target), grid, prefix)
 
 
 relevance = grad_map(source, inp.digest, target, x)
 fig = rollout_figure([shown], {f"gradient rollout, class {names[target]}": relevance},
                      f"Gradient rollout: {about}")
-appkit.show(fig, "gradient_rollout", pd.DataFrame(relevance[0].numpy()), "grad_fig")
+show.show(fig, "gradient_rollout", pd.DataFrame(relevance[0].numpy()), "grad_fig")
 
 # ---- every head of one layer ----------------------------------------------------------------------------------
 st.subheader("Class-token attention of every head")
 layer = st.slider("Layer", 1, depth, depth, key=f"head_layer:{source}")
 maps = head_maps(attentions, layer=layer - 1, grid=grid, num_prefix_tokens=prefix)[0]
 fig = heads_figure(shown, maps, f"Layer {layer}, each head's class-token attention: {about}")
-appkit.show(fig, f"heads_layer{layer}", {"layer": layer, "maps": maps}, "heads_fig")
+show.show(fig, f"heads_layer{layer}", {"layer": layer, "maps": maps}, "heads_fig")
 
 # ---- what one patch attends to, layer by layer ----------------------------------------------------------------
 r, c = divmod(patch, grid[1])
 st.subheader(f"What patch ({r}, {c}) attends to, per layer ({fusion} over heads)")
-rows_q = torch.stack([fuse_heads(a, fusion)[0, prefix + patch, prefix:] for a in attentions]).view(depth, *grid)
+rows_q = patch_maps(attentions, patch, grid=grid, num_prefix_tokens=prefix, head_fusion=fusion)[0]
 fig = px.imshow(rows_q.numpy(), facet_col=0, facet_col_wrap=min(depth, 6), color_continuous_scale="Viridis",
                 facet_row_spacing=0.06, facet_col_spacing=0.01, title=f"Attention from patch ({r}, {c}): {about}")
 fig.for_each_annotation(lambda a: a.update(text=f"layer {int(a.text.split('=')[1]) + 1}"))
 fig.update_xaxes(showticklabels=False)
 fig.update_yaxes(showticklabels=False)
 fig.update_layout(width=140 * min(depth, 6) + 120, height=150 * -(-depth // 6) + 120)
-appkit.show(fig, f"patch_{r}_{c}", {"patch": [r, c], "fusion": fusion, "per_layer": rows_q}, "patch_fig")
+show.show(fig, f"patch_{r}_{c}", {"patch": [r, c], "fusion": fusion, "per_layer": rows_q}, "patch_fig")

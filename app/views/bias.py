@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-import appkit
+from kit import inputs, models, show
 from vitlens.bias import PROBES, compare_models, comparison_figures, comparison_numbers
 from vitlens.bias.figures import sweep_figure
 from vitlens.bias.sweep import crossover
@@ -18,8 +18,8 @@ st.write("The paper's argument (section 3.1): a CNN builds locality, the 2-D nei
          "equivariance into every layer; in a ViT only the MLPs are local and translation-equivariant, self-attention "
          "is global, and the 2-D structure is used only to cut the patches, so the rest must be learned from data. "
          "These probes measure both models on the same Fashion-MNIST test images.")
-vit_source, _ = appkit.current_model()
-cnn_source, _ = appkit.cnn_picker("bias_cnn")
+vit_source, _ = models.current_model()
+cnn_source, _ = models.cnn_picker("bias_cnn")
 c1, c2 = st.columns(2)
 n = c1.select_slider("Fashion-MNIST test images", [64, 256, 1000], 256, key="bias_n",
                      help="Occlusion uses all of them; translation (every shift of every image through both models) "
@@ -29,12 +29,12 @@ probes = c2.multiselect("Probes", list(PROBES), list(PROBES), format_func=NAMES.
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def run_probes(vit_source: str, cnn_source: str, n: int, probes: tuple[str, ...]) -> dict:
-    models = {vit_source: appkit.load(vit_source), cnn_source: appkit.load(cnn_source)}
-    x, y = appkit.fashion_batches("test", n, batch_size=n)[0]
+    pair = {vit_source: models.load(vit_source), cnn_source: models.load(cnn_source)}
+    x, y = inputs.fashion_batches("test", n, batch_size=n)[0]
     with st.status("Probing both models", expanded=True) as status:
         # hooks (feature maps, ERF gradients) go on the shared models: one session at a time per model
-        with appkit.hook_lock(vit_source), appkit.hook_lock(cnn_source):
-            result = compare_models(models, x, y, probes=probes, translation_images=64, on_step=status.write)
+        with models.hook_lock(vit_source), models.hook_lock(cnn_source):
+            result = compare_models(pair, x, y, probes=probes, translation_images=64, on_step=status.write)
         status.update(label="Probes done", state="complete", expanded=False)
     return result
 
@@ -47,7 +47,7 @@ elif st.button("Run the probes", key="bias_run", type="primary") or st.session_s
     figs = comparison_figures(result, f"{vit_source} vs {cnn_source}; the first Fashion-MNIST test images")
     numbers = comparison_numbers(result)
     for name, fig in figs.items():
-        appkit.show(fig, f"bias_{name}", numbers, f"bias_fig_{name}")
+        show.show(fig, f"bias_{name}", numbers, f"bias_fig_{name}")
     if "translation" in figs:
         st.caption("Consistency: share of images whose prediction survives the shift. Equivariance error: how far "
                    "the last layer's feature map is from the shifted original (filled markers: whole-patch shifts, "
@@ -67,7 +67,7 @@ if SWEEP.exists():
     title = (f"Fashion-MNIST test accuracy against training-set size<br><sup>committed run: ViT dim "
              f"{vit_cfg['embed_dim']}, depth {vit_cfg['depth']} vs ResNet widths {cnn_cfg['channels']}; both "
              f"{sweep['steps']} steps x batch {sweep['batch_size']}</sup>")
-    appkit.show(sweep_figure(sweep["summary"], title, budget_images=sweep["steps"] * sweep["batch_size"]),
+    show.show(sweep_figure(sweep["summary"], title, budget_images=sweep["steps"] * sweep["batch_size"]),
                 "bias_sweep", sweep, "bias_fig_sweep")
     at = crossover(sweep["summary"])
     st.caption(f"Made by `python analyses/bias_sweep.py` (the README says what it shows). "

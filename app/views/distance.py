@@ -1,57 +1,36 @@
 """Mean attention distance per head against depth (paper Fig. 7 right) over a dataset, beside the CNN's effective
 receptive field growing with depth."""
 import hashlib
-import io
 import zipfile
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-import appkit
-from vitlens.analysis import attention_distance, prepare
+from kit import inputs, models, show
+from vitlens.analysis import attention_distance
 from vitlens.analysis.figures import distance_figure
 from vitlens.bias import erf_probe
-from vitlens.images import MAX_BYTES, ImageError, open_image
+from vitlens.images import prepare, read_zip
 
 st.title("Attention distance")
-source, model = appkit.current_model()
+source, model = models.current_model()
 c1, c2 = st.columns(2)
 dataset = c1.radio("Dataset", ["Fashion-MNIST test subset", "Zip of my images"], key="dist_data", horizontal=True)
 
 
-def zip_images(data: bytes, size: int) -> tuple[torch.Tensor, list[str]]:
-    """Every readable image in a zip as size x size RGB in [0, 1], and the messages for the unreadable ones."""
-    images, skipped = [], []
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        for info in zf.infolist()[:512]:
-            if info.is_dir():
-                continue
-            if info.file_size > MAX_BYTES:  # checked before decompressing: a zip bomb never reaches memory
-                skipped.append(f"{info.filename} is {info.file_size / 2**20:.0f} MB uncompressed")
-                continue
-            try:
-                img = open_image(zf.read(info), name=info.filename).resize((size, size))
-            except ImageError as e:
-                skipped.append(str(e))
-                continue
-            images.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1))
-    return (torch.stack(images) if images else torch.empty(0, 3, size, size)), skipped
-
-
 if dataset == "Fashion-MNIST test subset":
     n = c2.select_slider("Images", [32, 128, 512, 1000], 128, key="dist_n", help="The paper averaged 128 images.")
-    batches, spec = appkit.fashion_batches("test", n), f"fashion:{n}"
+    batches, spec = inputs.fashion_batches("test", n), f"fashion:{n}"
     label = f"{n} Fashion-MNIST test images"
 else:
-    up = c2.file_uploader("A .zip of images", type=["zip"], key="dist_zip", max_upload_size=appkit.max_upload_mb())
+    up = c2.file_uploader("A .zip of images", type=["zip"], key="dist_zip", max_upload_size=models.max_upload_mb())
     if up is None:
         st.info("Upload a zip of images (at most 512 are read).")
         st.stop()
     try:
-        images, skipped = zip_images(up.getvalue(), model.img_size[0])
+        images, skipped = read_zip(up.getvalue(), model.img_size[0])
     except zipfile.BadZipFile as e:
         st.error(f"{up.name} is not a readable zip file: {e}")
         st.stop()
@@ -66,16 +45,16 @@ else:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def vit_distance(source: str, spec: str, _batches: list) -> dict:
-    out = attention_distance(appkit.load(source), appkit.with_progress(_batches, len(_batches), "ViT attention"),
+    out = attention_distance(models.load(source), show.with_progress(_batches, len(_batches), "ViT attention"),
                              progress=False)
     return dict(mean=out["mean"], std=out["std"], count=out["count"])
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def erf_radii(source: str, spec: str, _batches: list) -> dict:
-    cnn = appkit.load(source)
+    cnn = models.load(source)
     x = torch.cat([prepare(b, cnn.data_config) for b, _ in _batches])[:64]  # ERF: 64 images suffice for a mean
-    with appkit.hook_lock(source):
+    with models.hook_lock(source):
         out = erf_probe(cnn, x)
     return dict(layers=out["layers"], radius=out["radius"], count=out["count"])
 
@@ -84,21 +63,21 @@ d = vit_distance(source, spec, batches)
 fig = distance_figure(d["mean"], f"Mean attention distance: {source}, {label}", d["std"])
 left, right = st.columns(2)
 with left:
-    appkit.show(fig, "attention_distance",
+    show.show(fig, "attention_distance",
                 pd.DataFrame(d["mean"].numpy(), columns=[f"head {h}" for h in range(d["mean"].shape[1])]).assign(
                     layer=range(1, d["mean"].shape[0] + 1)), "dist_fig")
     st.caption(f"Each dot is one head; P = {model.patch_size} px patches on a {model.img_size[0]} px input. Early "
                f"layers mixing near and far heads and later layers looking far is the paper's finding for ViT-L/16.")
 
 with right:
-    cnn_source = appkit.default_cnn()
-    cnn = appkit.try_load(cnn_source)
+    cnn_source = models.default_cnn()
+    cnn = models.try_load(cnn_source)
     if cnn is not None:
         r = erf_radii(cnn_source, spec, batches)
         fig2 = go.Figure([go.Scatter(x=r["layers"], y=r["radius"][q], mode="lines+markers",
                                      name=f"radius holding {float(q):.0%} of the ERF") for q in r["radius"]])
         fig2.update_layout(title=f"CNN effective receptive field (Luo et al. 2016): {cnn_source}, {r['count']} images",
                            xaxis_title="stage", yaxis_title="radius (input pixels)", width=620, height=520)
-        appkit.show(fig2, "cnn_erf", r, "erf_fig")
+        show.show(fig2, "cnn_erf", r, "erf_fig")
         st.caption("The CNN's field grows stage by stage from a few pixels (locality is built in); the ViT can look "
                    "across the whole image from layer 1.")

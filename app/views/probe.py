@@ -2,37 +2,36 @@
 import pandas as pd
 import streamlit as st
 
-import appkit
+from kit import inputs, models, show
 from vitlens.analysis import linear_probe
 from vitlens.analysis.figures import probe_figure
 
 st.title("Linear probe")
 st.write("Frozen features of every layer (ViT: class token; CNN: pooled stage) into a logistic regression on "
          "Fashion-MNIST, and the paper's closed-form few-shot regression (section 4.1).")
-vit_source, _ = appkit.current_model()
+vit_source, _ = models.current_model()
 c1, c2, c3 = st.columns(3)
 n_train = c1.select_slider("Training images", [250, 1000, 2000, 5000], 1000, key="probe_train")
 n_test = c2.select_slider("Test images", [100, 500, 1000], 500, key="probe_test")
 shots = c3.multiselect("Few-shot (per class)", [1, 5, 10, 25], [1, 5, 10, 25], key="probe_shots")
-sources = {"ViT": vit_source, "CNN": st.text_input("CNN", appkit.default_cnn(), key="probe_cnn")}
+sources = {"ViT": vit_source, "CNN": st.text_input("CNN", models.default_cnn(), key="probe_cnn")}
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def probe(source: str, n_train: int, n_test: int, shots: tuple[int, ...]) -> dict:
-    model = appkit.load(source)
-    train, test = appkit.fashion_batches("train", n_train), appkit.fashion_batches("test", n_test)
-    with appkit.hook_lock(source):
-        full = linear_probe(model, appkit.with_progress(train, len(train), f"{source}: training features"),
-                            appkit.with_progress(test, len(test), f"{source}: test features"), progress=False)
-        few = linear_probe(model, train, test, shots=shots, progress=False) if shots else None
-    return dict(layers=full["layers"], logistic=full["accuracy"], fewshot=few["accuracy"] if few else None)
+    model = models.load(source)
+    train, test = inputs.fashion_batches("train", n_train), inputs.fashion_batches("test", n_test)
+    with models.hook_lock(source):
+        return linear_probe(model, show.with_progress(train, len(train), f"{source}: training features"),
+                            show.with_progress(test, len(test), f"{source}: test features"), shots=shots,
+                            progress=False)
 
 
 if st.button("Run the probes", key="probe_run", type="primary") or st.session_state.get("probe_done"):
     st.session_state.probe_done = True
     for col, (kind, source) in zip(st.columns(2), sources.items()):
         with col:
-            if appkit.try_load(source) is None:
+            if models.try_load(source) is None:
                 continue
             r = probe(source, n_train, n_test, tuple(sorted(shots)))
             fig = probe_figure(r["layers"], r["logistic"], r["fewshot"],
@@ -42,7 +41,7 @@ if st.button("Run the probes", key="probe_run", type="primary") or st.session_st
                      **{f"{k}-shot": r["fewshot"][n][k]["mean"] for k in (r["fewshot"] or {}).get(n, {})}}
                     for n in r["layers"]]
             table = pd.DataFrame(rows)
-            appkit.show(fig, f"probe_{kind.lower()}", table, f"probe_fig_{kind}")
+            show.show(fig, f"probe_{kind.lower()}", table, f"probe_fig_{kind}")
             st.dataframe(table.style.format(precision=3, subset=table.columns[1:]), hide_index=True)
 else:
     st.info("Features of every layer for both models, then one probe per layer: about a minute on two CPU cores "

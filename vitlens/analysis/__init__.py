@@ -2,7 +2,7 @@
 
 Per-image functions take images already in the model's input space; dataset-wide functions
 (``attention_distance``, ``layer_similarity``, ``linear_probe``) take images in [0, 1] and prepare them with
-each model's ``data_config``.
+each model's ``data_config`` (:func:`vitlens.images.prepare`).
 """
 import lazy_loader
 
@@ -13,11 +13,11 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
     "cka": ["layer_similarity", "linear_cka", "minibatch_cka", "unbiased_hsic"],
     "distance": ["attention_distance", "mean_attention_distance", "patch_distances"],
     "faithfulness": ["perturbation_curve"],
-    "features": ["dataset_features", "layer_features", "layer_names"],
+    "features": ["dataset_features", "layer_features", "layer_names", "layer_outputs"],
     "filters": ["patch_embedding_components"],
-    "heads": ["head_maps"],
-    "inputs": ["SAMPLE_PHOTOS", "load_image", "photo", "prepare", "sample_image", "sample_photo"],
+    "heads": ["head_maps", "patch_maps"],
     "posembed": ["position_embedding_similarity"],
     "probe": ["PAPER_SHOTS", "evaluate_features", "fewshot_eval", "fewshot_ridge", "linear_probe", "logistic_probe"],
     "rollout": ["attention_rollout", "cls_map", "fuse_heads", "gradient_rollout"],
+    "saliency": ["auc_table", "deletion_insertion", "saliency_maps"],
 })

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..images import prepare
 from .features import layer_features, layer_names
-from .inputs import prepare
 
 
 def gram(x: torch.Tensor) -> torch.Tensor:

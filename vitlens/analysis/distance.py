@@ -7,8 +7,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..capture import capture
+from ..images import batches, prepare
 from ..models.vit import VisionTransformer
-from .inputs import batches, prepare
 
 
 def patch_distances(grid: Sequence[int], patch_size: int, *, device: torch.device | None = None) -> torch.Tensor:

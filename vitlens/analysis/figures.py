@@ -24,14 +24,8 @@ TOP_MARGIN = 170  # room for a title of up to four lines (what, model, data, cav
 
 def _image_trace(pixels: np.ndarray, name: str = "") -> go.Image:
     """An H x W x 3 uint8 image as an embedded PNG (a few kB in the HTML, not a list of every pixel value)."""
-    import base64
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return go.Image(source="data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(), name=name)
+    trace = px.imshow(pixels, binary_string=True).data[0]
+    return trace.update(name=name, hovertemplate=f"x %{{x}}, y %{{y}}<extra>{name}</extra>")
 
 
 def _rgb(image: torch.Tensor) -> np.ndarray:
@@ -208,6 +202,25 @@ def probe_figure(layers: Sequence[str], logistic: Mapping[str, float] | None,
                                      name=f"{k}-shot ridge", error_y=dict(array=[fewshot[n][k]["std"] for n in layers])))
     return _layout(fig, title, 860, 480, xaxis_title="layer (pooled representation)", yaxis_title="test accuracy",
                    yaxis_range=[0, 1])
+
+
+def deletion_insertion_figure(curves: Mapping[str, Mapping[str, Mapping[str, Any]]], title: str) -> go.Figure:
+    """Each map's deletion and insertion curves (class probability against the fraction of pixels switched).
+
+    Args:
+        curves: map name -> ``"deletion"`` / ``"insertion"`` -> ``fractions``, ``scores`` (see
+            :func:`vitlens.analysis.saliency.deletion_insertion`).
+        title: which models and which image.
+    """
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["Deletion (lower AUC is better)",
+                                                        "Insertion (higher AUC is better)"])
+    for name, by_mode in curves.items():
+        for mode, c in by_mode.items():
+            fig.add_trace(go.Scatter(x=c["fractions"], y=c["scores"], mode="lines", name=name, legendgroup=name,
+                                     showlegend=mode == "deletion"), row=1, col=1 if mode == "deletion" else 2)
+    fig.update_xaxes(title_text="fraction of pixels")
+    fig.update_yaxes(title_text="probability of the class", range=[0, 1])
+    return fig.update_layout(title=title, height=460, width=1000)
 
 
 def jsonable(obj: Any) -> Any:

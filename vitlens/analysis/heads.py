@@ -1,9 +1,12 @@
-"""Per-head class-token attention maps (DINO, Caron et al. 2021)."""
+"""Attention maps over the patch grid: each head's class-token map (DINO, Caron et al. 2021), and what one patch
+attends to in every layer."""
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
+
+from .rollout import HeadFusion, fuse_heads
 
 
 def head_maps(attentions: Sequence[torch.Tensor], layer: int = -1, threshold: float | None = None, *,
@@ -34,3 +37,22 @@ def head_maps(attentions: Sequence[torch.Tensor], layer: int = -1, threshold: fl
         side = int(round(maps.shape[-1] ** 0.5))
         grid = (side, side)
     return maps.reshape(*maps.shape[:2], *grid)
+
+
+def patch_maps(attentions: Sequence[torch.Tensor], patch: int | tuple[int, int], *, grid: Sequence[int],
+               num_prefix_tokens: int = 1, head_fusion: HeadFusion = "mean") -> torch.Tensor:
+    """What one patch attends to in every layer: its query row over the patches, heads fused, B x L x gh x gw.
+
+    Args:
+        attentions: per layer B x H x N x N (``recorder.attentions``).
+        patch: the query patch, as its row-major index or (row, column) on the grid.
+        grid: (gh, gw) patch grid.
+        num_prefix_tokens: leading non-patch tokens (the class token).
+        head_fusion: how heads are combined (see :func:`vitlens.analysis.fuse_heads`).
+    """
+    gh, gw = grid
+    index = patch[0] * gw + patch[1] if isinstance(patch, tuple) else int(patch)
+    if not 0 <= index < gh * gw:
+        raise ValueError(f"patch {patch} is outside the {gh} x {gw} grid")
+    rows = [fuse_heads(a, head_fusion)[:, num_prefix_tokens + index, num_prefix_tokens:] for a in attentions]
+    return torch.stack(rows, dim=1).reshape(rows[0].shape[0], len(rows), gh, gw)

@@ -99,46 +99,45 @@ def fewshot_eval(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
 
 @torch.no_grad()
 def linear_probe(model: nn.Module, train: Iterable, test: Iterable, *, layers: Sequence[int] | None = None,
-                 shots: Sequence[int] | None = None, seeds: Sequence[int] = (0, 1, 2), C: float = 1.0,
-                 l2_reg: float = 1.0, progress: bool = True) -> dict[str, object]:
-    """Linear evaluation of a frozen model, layer by layer.
+                 logistic: bool = True, shots: Sequence[int] | None = None, seeds: Sequence[int] = (0, 1, 2),
+                 C: float = 1.0, l2_reg: float = 1.0, progress: bool = True) -> dict[str, object]:
+    """Linear evaluation of a frozen model, layer by layer, from one pass over the data.
 
     Every layer's pooled representation (ViT: class token, or token mean for ``pool="gap"``; CNN: global
-    average pooled stage) plus the final ``pre_logits`` representation is read for both splits, then either
-    probed with logistic regression on the whole training split (``shots=None``) or, with ``shots``, evaluated
-    by the paper's few-shot closed-form regression at those shots per class over ``seeds``.
+    average pooled stage) plus the final ``pre_logits`` representation is read for both splits, then probed with
+    logistic regression on the whole training split and, with ``shots``, evaluated by the paper's few-shot
+    closed-form regression at those shots per class over ``seeds``.
 
     Args:
         model: a vitlens ViT or a timm CNN (e.g. ``demo:cnn-fashion``).
         train: (images in [0, 1], labels) batches.
         test: (images in [0, 1], labels) batches.
         layers: indices of blocks / stages; all when None.
-        shots: e.g. ``(1, 5, 10, 25)`` for few-shot; None for the full logistic-regression probe.
+        logistic: run the logistic-regression probe.
+        shots: e.g. ``(1, 5, 10, 25)`` for few-shot; None (or empty) for none.
         seeds: random draws of the few-shot training examples.
         C: logistic regression's inverse regularisation.
         l2_reg: the few-shot ridge strength.
         progress: show tqdm bars.
 
     Returns:
-        ``layers`` (names, network order, ``pre_logits`` last) and ``accuracy``: name -> test accuracy
-        (logistic), or name -> shots -> {mean, std, runs} (few-shot); plus ``n_train``, ``n_test``.
+        ``layers`` (names, network order, ``pre_logits`` last); ``logistic``: name -> test accuracy (or None);
+        ``fewshot``: name -> shots -> {mean, std, runs} (or None); ``n_train``, ``n_test``.
     """
     train_f, train_y = dataset_features(model, train, layers=layers, progress=progress, desc="train features")
     test_f, test_y = dataset_features(model, test, layers=layers, progress=progress, desc="test features")
-    return dict(evaluate_features(train_f, train_y, test_f, test_y, shots=shots, seeds=seeds, C=C, l2_reg=l2_reg),
-                n_train=len(train_y), n_test=len(test_y))
+    features = (train_f, train_y, test_f, test_y)
+    return dict(layers=list(train_f), n_train=len(train_y), n_test=len(test_y),
+                logistic=evaluate_features(*features, C=C) if logistic else None,
+                fewshot=evaluate_features(*features, shots=shots, seeds=seeds, l2_reg=l2_reg) if shots else None)
 
 
 def evaluate_features(train_f: dict[str, torch.Tensor], train_y: torch.Tensor, test_f: dict[str, torch.Tensor],
                       test_y: torch.Tensor, *, shots: Sequence[int] | None = None, seeds: Sequence[int] = (0, 1, 2),
                       C: float = 1.0, l2_reg: float = 1.0) -> dict[str, object]:
-    """The evaluation half of :func:`linear_probe`, on features already extracted (see ``dataset_features``), so
-    the logistic and few-shot evaluations can share one pass over the data."""
-    accuracy: dict[str, object] = {}
-    for name in train_f:
-        if shots is None:
-            accuracy[name] = logistic_probe(train_f[name], train_y, test_f[name], test_y, C=C)
-        else:
-            accuracy[name] = fewshot_eval(train_f[name], train_y, test_f[name], test_y, shots=shots, seeds=seeds,
-                                          l2_reg=l2_reg)
-    return dict(layers=list(train_f), accuracy=accuracy)
+    """Per layer: logistic regression's test accuracy, or with ``shots`` the few-shot results (see
+    :func:`fewshot_eval`), on features already extracted (see ``dataset_features``)."""
+    if shots is None:
+        return {name: logistic_probe(train_f[name], train_y, test_f[name], test_y, C=C) for name in train_f}
+    return {name: fewshot_eval(train_f[name], train_y, test_f[name], test_y, shots=shots, seeds=seeds, l2_reg=l2_reg)
+            for name in train_f}

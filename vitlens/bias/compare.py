@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..analysis.distance import attention_distance
-from ..analysis.inputs import prepare
+from ..images import prepare
 from ..models.vit import VisionTransformer
 from . import figures
 from .erf import erf_probe

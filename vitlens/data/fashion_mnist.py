@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -99,3 +100,17 @@ class FashionMNIST(Dataset):
     def __getitem__(self, index: int):
         img = Image.fromarray(self.images[index])  # uint8 H x W: mode "L"
         return (self.transform(img) if self.transform else img), int(self.targets[index])
+
+
+def load_tensors(split: str = "test", limit: int | None = None, data_dir: str | Path | None = None,
+                 download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``limit`` images of a split as an N x 1 x 28 x 28 float tensor in [0, 1], and their labels.
+
+    Args:
+        split: ``"train"`` or ``"test"``.
+        limit: how many (all when None).
+        data_dir: folder with the IDX files (see :func:`locate`).
+        download: allow a torchvision download when the files are not found.
+    """
+    data = FashionMNIST(split, data_dir, subset=limit, download=download)
+    return torch.from_numpy(np.array(data.images)).float().div(255).unsqueeze(1), torch.from_numpy(data.targets)

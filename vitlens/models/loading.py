@@ -3,11 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import pickle
-import re
-import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,19 +14,15 @@ from torch import nn
 from ..io import atomic_write
 from .cnn import create_cnn
 from .configs import CONFIG_FIELDS
-from .npz import npz_to_state_dict
+from .state_dict import METADATA_KEY, CheckpointError, infer_vit_config, load_weights, read_state_dict
 from .timm_convert import UnsupportedModelError, from_timm, timm_data_config
 from .vit import VisionTransformer
 
 log = logging.getLogger("vitlens")
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-TORCH_SUFFIXES = (".pth", ".pt", ".bin")
-METADATA_KEY = "vitlens"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model; the message says which and why."""
+__all__ = ["CheckpointError", "WEIGHTS_DIR", "fetch_timm_weights", "list_demo_models", "load_model", "load_weights",
+           "model_metadata", "save_model"]
 
 
 def list_demo_models() -> list[str]:
@@ -42,67 +34,6 @@ def _offline_sources() -> str:
     demos = ", ".join(f"demo:{n}" for n in list_demo_models()) or "none bundled"
     return (f"Offline sources: the bundled models ({demos}), a local .safetensors/.pth/.pt/.bin/.npz file, "
             f"or a vitlens run directory")
-
-
-# ---- weights into a model, with messages that say what does not fit -----------------------------------
-def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Strict ``load_state_dict`` whose error names the first mismatching keys with both shapes."""
-    own = model.state_dict()
-    shapes = [f"{k} (checkpoint {tuple(state_dict[k].shape)}, model {tuple(v.shape)})"
-              for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    if shapes or missing or unexpected:
-        parts = []
-        for label, items in (("shape mismatch", shapes), ("missing in checkpoint", missing),
-                             ("not in model", unexpected)):
-            if items:
-                more = f" and {len(items) - 5} more" if len(items) > 5 else ""
-                parts.append(f"{label}: {', '.join(items[:5])}{more}")
-        raise CheckpointError(f"{source} does not fit the model: " + "; ".join(parts))
-    model.load_state_dict(state_dict)
-
-
-def _unwrap(obj: Any, source: str) -> dict[str, torch.Tensor]:
-    """A bare state dict, or the model weights inside a training checkpoint."""
-    if isinstance(obj, Mapping):
-        for key in ("model", "state_dict", "model_state_dict", "model_ema", "module"):
-            if key in obj and isinstance(obj[key], Mapping):
-                return _unwrap(obj[key], source)
-        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-        if tensors:
-            return {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in tensors.items()}
-    raise CheckpointError(f"{source} holds no state dict (expected a mapping of tensor names to tensors, "
-                          f"or a training checkpoint with a 'model' or 'state_dict' entry)")
-
-
-def infer_vit_config(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """VisionTransformer fields from a timm-layout state dict. Heads are not visible in shapes: assume 64-wide
-    heads (Table 1 and DeiT; 16 heads for ViT-H) unless the caller passes ``num_heads``."""
-    if "pos_embed" not in sd or "patch_embed.proj.weight" not in sd:
-        raise CheckpointError("no 'pos_embed' / 'patch_embed.proj.weight': not a ViT state dict in timm's layout")
-    embed_dim = sd["pos_embed"].shape[-1]
-    hybrid = any(k.startswith("patch_embed.backbone.") for k in sd)
-    backbone_layers = None
-    if hybrid:
-        stages: dict[int, int] = {}
-        for k in sd:
-            if m := re.match(r"patch_embed\.backbone\.stages\.(\d+)\.blocks\.(\d+)\.", k):
-                stages[int(m.group(1))] = max(stages.get(int(m.group(1)), 0), int(m.group(2)) + 1)
-        backbone_layers = tuple(stages[s] for s in sorted(stages))
-    in_chans = (sd["patch_embed.backbone.stem.conv.weight"] if hybrid else sd["patch_embed.proj.weight"]).shape[1]
-    patch_size = sd["patch_embed.proj.weight"].shape[-1]
-    pool = "token" if "cls_token" in sd else "gap"
-    grid = sd["pos_embed"].shape[1] - (pool == "token")
-    side = math.isqrt(grid)
-    return dict(
-        img_size=side * patch_size * (16 if hybrid else 1), patch_size=patch_size, in_chans=in_chans,
-        num_classes=sd["head.weight"].shape[0] if "head.weight" in sd else 0, embed_dim=embed_dim,
-        depth=1 + max(int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))),
-        num_heads=16 if embed_dim == 1280 else max(1, embed_dim // 64),
-        mlp_dim=sd["blocks.0.mlp.fc1.weight"].shape[0],
-        representation_size=sd["pre_logits.fc.weight"].shape[0] if "pre_logits.fc.weight" in sd else None,
-        pool=pool, backbone_layers=backbone_layers)
 
 
 # ---- saving -------------------------------------------------------------------------------------------
@@ -122,53 +53,6 @@ def save_model(model: nn.Module, path: str | Path, extra: Mapping[str, Any] | No
     meta = {METADATA_KEY: json.dumps({**model_metadata(model), **(extra or {})})}
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     return atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=meta))
-
-
-# ---- reading files ------------------------------------------------------------------------------------
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            sd = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error type for truncated or corrupt files
-        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}") from e
-    return sd, json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else None
-
-
-def _read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"refused to load {path}: it contains pickled Python objects that need code execution to load, and "
-            f"vitlens reads PyTorch files with weights_only=True so that a checkpoint cannot run code. If you "
-            f"trust it, load it yourself without that guard and save only its state dict (or .safetensors). "
-            f"Details: {str(e).splitlines()[0]}") from e
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable PyTorch file (truncated or corrupt?): {e}") from e
-    meta = obj.get(METADATA_KEY) if isinstance(obj, Mapping) else None
-    if isinstance(meta, str):
-        meta = json.loads(meta)
-    return _unwrap(obj, str(path)), meta
-
-
-def _read_npz(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{path} is not a readable .npz file (truncated or corrupt?): {e}") from e
-    try:
-        sd, config = npz_to_state_dict(arrays)
-    except KeyError as e:
-        raise CheckpointError(f"{path} is not a Google ViT checkpoint: missing key {e}") from e
-    grid = math.isqrt(sd["pos_embed"].shape[1] - (config["pool"] == "token"))
-    config["img_size"] = grid * config["patch_size"] * (16 if config["backbone_layers"] else 1)
-    return sd, dict(kind="vit", config=config)
 
 
 def _run_dir_weights(path: Path) -> Path:
@@ -311,6 +195,30 @@ def _load_timm(name: str, num_classes: int | None, overrides: Mapping[str, Any])
         return model
 
 
+def _weights_path(src: str) -> Path:
+    """The weight file of ``demo:<name>``, of a file path, or of a run directory."""
+    if src.startswith("demo:"):
+        path = WEIGHTS_DIR / f"{src[5:]}.safetensors"
+        if not path.exists():
+            raise ValueError(f"unknown demo model {src[5:]!r}; bundled: {', '.join(list_demo_models()) or 'none'}")
+        return path
+    path = Path(src).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist. Sources: 'timm:<name>', 'demo:<name>', a checkpoint file "
+                                f"or a run directory")
+    return _run_dir_weights(path) if path.is_dir() else path
+
+
+def _load_file(src: str, overrides: Mapping[str, Any]) -> nn.Module:
+    path = _weights_path(src)
+    sd, meta = read_state_dict(path)
+    if meta is None:
+        config = infer_vit_config(sd)
+        log.info("%s: no vitlens metadata; architecture read off the shapes: %s", path, config)
+        meta = dict(kind="vit", config=config)
+    return _build(meta, sd, str(path), overrides)
+
+
 def load_model(source: str | Path, *, num_classes: int | None = None, img_size: int | tuple[int, int] | None = None,
                **overrides: Any) -> nn.Module:
     """Load a model from timm's hub, a file, a run directory or the bundled demos.
@@ -328,37 +236,7 @@ def load_model(source: str | Path, *, num_classes: int | None = None, img_size: 
         A :class:`VisionTransformer` (eval mode), or for CNN sources the timm model, each with ``data_config``.
     """
     src = str(source)
-    if src.startswith("timm:"):
-        model = _load_timm(src[5:], num_classes, overrides)
-    else:
-        if src.startswith("demo:"):
-            name = src[5:]
-            path = WEIGHTS_DIR / f"{name}.safetensors"
-            if not path.exists():
-                raise ValueError(f"unknown demo model {name!r}; bundled: {', '.join(list_demo_models()) or 'none'}")
-        else:
-            path = Path(src).expanduser()
-            if not path.exists():
-                raise FileNotFoundError(f"{path} does not exist. Sources: 'timm:<name>', 'demo:<name>', a "
-                                        f"checkpoint file or a run directory")
-            if path.is_dir():
-                path = _run_dir_weights(path)
-        suffix = path.suffix.lower()
-        if suffix == ".safetensors":
-            sd, meta = _read_safetensors(path)
-        elif suffix in TORCH_SUFFIXES:
-            sd, meta = _read_torch(path)
-        elif suffix == ".npz":
-            sd, meta = _read_npz(path)
-        else:
-            raise CheckpointError(f"{path}: unknown checkpoint type {suffix!r}; use .safetensors, "
-                                  f".pth/.pt/.bin or a Google .npz")
-        if meta is None:
-            config = infer_vit_config(sd)
-            log.info("%s: no vitlens metadata; architecture read off the shapes: %s", path, config)
-            meta = dict(kind="vit", config=config)
-        model = _build(meta, sd, str(path), overrides)
-
+    model = _load_timm(src[5:], num_classes, overrides) if src.startswith("timm:") else _load_file(src, overrides)
     if isinstance(model, VisionTransformer):
         if img_size is not None and tuple(model._checked_img_size(img_size)) != model.img_size:
             log.info("%s: position embeddings resized from %s to %s (bicubic)", src, model.img_size, img_size)

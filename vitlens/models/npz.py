@@ -36,88 +36,97 @@ def npz_to_state_dict(arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, torch
     if prefix is None:
         raise KeyError("no 'embedding/kernel' (nor with an 'opt/target/' or 'params/' prefix): "
                        "not a Google ViT checkpoint")
-    w = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-    # Two layouts: vision_transformer (posembed_input, MHA_1, MlpBlock_3, LayerNorm_2) and big_vision
-    # ('params/', pos_embedding at the root, MHA_0, MlpBlock_0, LayerNorm_1, blocks optionally stacked).
-    scanned = "Transformer/encoderblock/LayerNorm_0/scale" in w
-    big_vision = prefix == "params/" or "pos_embedding" in w or scanned
-    mha, mlp, ln2 = ("MultiHeadDotProductAttention_0", "MlpBlock_0", "LayerNorm_1") if big_vision else (
-        "MultiHeadDotProductAttention_1", "MlpBlock_3", "LayerNorm_2")
-    if scanned:
-        depth = w["Transformer/encoderblock/LayerNorm_0/scale"].shape[0]
-    else:
-        depth = 1 + max(int(m.group(1)) for k in w if (m := re.match(r"Transformer/encoderblock_(\d+)/", k)))
-
-    def blk(i: int, name: str) -> np.ndarray:
-        return w[f"Transformer/encoderblock/{name}"][i] if scanned else w[f"Transformer/encoderblock_{i}/{name}"]
-
-    sd: dict[str, torch.Tensor] = {}
-
-    def copy(dst: str, src: str) -> None:
-        sd[dst] = _t(w[src])
-
-    copy("patch_embed.proj.weight", "embedding/kernel")
-    copy("patch_embed.proj.bias", "embedding/bias")
+    w = _Arrays({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}, big_vision=prefix == "params/")
+    sd = {"patch_embed.proj.weight": _t(w["embedding/kernel"]), "patch_embed.proj.bias": _t(w["embedding/bias"]),
+          "pos_embed": torch.from_numpy(np.asarray(w[w.pos_embed], dtype=np.float32))}
     if "cls" in w:
         sd["cls_token"] = torch.from_numpy(np.asarray(w["cls"], dtype=np.float32))
-    pos = w["pos_embedding" if "pos_embedding" in w else "Transformer/posembed_input/pos_embedding"]
-    sd["pos_embed"] = torch.from_numpy(np.asarray(pos, dtype=np.float32))
+    for i in range(w.depth):
+        sd.update(_encoder_block(w, i))
+    sd["norm.weight"], sd["norm.bias"] = _t(w["Transformer/encoder_norm/scale"]), _t(w["Transformer/encoder_norm/bias"])
+    for dst, src in (("pre_logits.fc", "pre_logits"), ("head", "head")):
+        if f"{src}/kernel" in w and w[f"{src}/kernel"].size:  # an empty head: the checkpoint has no classifier
+            sd[f"{dst}.weight"], sd[f"{dst}.bias"] = _t(w[f"{src}/kernel"]), _t(w[f"{src}/bias"])
+    backbone_layers = _backbone(w, sd) if "conv_root/kernel" in w else None
+    return sd, _config(w, sd, backbone_layers)
 
-    for i in range(depth):
-        dst = f"blocks.{i}."
-        for n_src, n_dst in (("LayerNorm_0", "norm1"), (ln2, "norm2")):
-            sd[f"{dst}{n_dst}.weight"] = _t(blk(i, f"{n_src}/scale"))
-            sd[f"{dst}{n_dst}.bias"] = _t(blk(i, f"{n_src}/bias"))
-        # query/key/value kernels are D x heads x head_dim; timm fuses them into one (3D) x D matrix.
-        qkv = [blk(i, f"{mha}/{n}/kernel") for n in ("query", "key", "value")]
-        sd[f"{dst}attn.qkv.weight"] = torch.cat([_t(k.reshape(k.shape[0], -1)) for k in qkv])
-        sd[f"{dst}attn.qkv.bias"] = torch.cat([_t(blk(i, f"{mha}/{n}/bias").reshape(-1))
-                                                for n in ("query", "key", "value")])
-        out = blk(i, f"{mha}/out/kernel")  # heads x head_dim x D
-        sd[f"{dst}attn.proj.weight"] = _t(out.reshape(-1, out.shape[-1]))
-        sd[f"{dst}attn.proj.bias"] = _t(blk(i, f"{mha}/out/bias"))
-        for j in (0, 1):
-            sd[f"{dst}mlp.fc{j + 1}.weight"] = _t(blk(i, f"{mlp}/Dense_{j}/kernel"))
-            sd[f"{dst}mlp.fc{j + 1}.bias"] = _t(blk(i, f"{mlp}/Dense_{j}/bias"))
-    copy("norm.weight", "Transformer/encoder_norm/scale")
-    copy("norm.bias", "Transformer/encoder_norm/bias")
-    if "pre_logits/kernel" in w:
-        copy("pre_logits.fc.weight", "pre_logits/kernel")
-        copy("pre_logits.fc.bias", "pre_logits/bias")
-    if "head/kernel" in w and w["head/kernel"].size:
-        copy("head.weight", "head/kernel")
-        copy("head.bias", "head/bias")
 
-    backbone_layers = None
-    if "conv_root/kernel" in w:  # R50 hybrid: BiT ResNetV2 stem and stages
-        bb = "patch_embed.backbone."
-        copy(bb + "stem.conv.weight", "conv_root/kernel")
-        copy(bb + "stem.norm.weight", "gn_root/scale")
-        copy(bb + "stem.norm.bias", "gn_root/bias")
-        units: dict[int, int] = {}
-        for k in w:
-            if m := re.match(r"block(\d+)/unit(\d+)/", k):
-                units[int(m.group(1))] = max(units.get(int(m.group(1)), 0), int(m.group(2)))
-        backbone_layers = tuple(units[s] for s in sorted(units))
-        for s, n_units in enumerate(backbone_layers):
-            for u in range(n_units):
-                src, dst = f"block{s + 1}/unit{u + 1}/", f"{bb}stages.{s}.blocks.{u}."
-                for r in (1, 2, 3):
-                    copy(f"{dst}conv{r}.weight", f"{src}conv{r}/kernel")
-                    copy(f"{dst}norm{r}.weight", f"{src}gn{r}/scale")
-                    copy(f"{dst}norm{r}.bias", f"{src}gn{r}/bias")
-                if f"{src}conv_proj/kernel" in w:
-                    copy(f"{dst}downsample.conv.weight", f"{src}conv_proj/kernel")
-                    copy(f"{dst}downsample.norm.weight", f"{src}gn_proj/scale")
-                    copy(f"{dst}downsample.norm.bias", f"{src}gn_proj/bias")
+class _Arrays(dict):
+    """The checkpoint's arrays without prefix, and which of the two layouts they are in: vision_transformer
+    (posembed_input, MHA_1, MlpBlock_3, LayerNorm_2) or big_vision ('params/', pos_embedding at the root, MHA_0,
+    MlpBlock_0, LayerNorm_1, blocks optionally stacked along a first axis: "scanned")."""
 
+    def __init__(self, arrays: Mapping[str, np.ndarray], big_vision: bool) -> None:
+        super().__init__(arrays)
+        self.scanned = "Transformer/encoderblock/LayerNorm_0/scale" in self
+        big_vision = big_vision or "pos_embedding" in self or self.scanned
+        names = (("MultiHeadDotProductAttention_0", "MlpBlock_0", "LayerNorm_1") if big_vision else
+                 ("MultiHeadDotProductAttention_1", "MlpBlock_3", "LayerNorm_2"))
+        self.mha, self.mlp, self.ln2 = names
+        self.pos_embed = "pos_embedding" if "pos_embedding" in self else "Transformer/posembed_input/pos_embedding"
+        if self.scanned:
+            self.depth = self["Transformer/encoderblock/LayerNorm_0/scale"].shape[0]
+        else:
+            blocks = (re.match(r"Transformer/encoderblock_(\d+)/", k) for k in self)
+            self.depth = 1 + max(int(m.group(1)) for m in blocks if m)
+
+    def block(self, i: int, name: str) -> np.ndarray:
+        """Array ``name`` of encoder block ``i``."""
+        if self.scanned:
+            return self[f"Transformer/encoderblock/{name}"][i]
+        return self[f"Transformer/encoderblock_{i}/{name}"]
+
+
+def _encoder_block(w: _Arrays, i: int) -> dict[str, torch.Tensor]:
+    dst, sd = f"blocks.{i}.", {}
+    for n_src, n_dst in (("LayerNorm_0", "norm1"), (w.ln2, "norm2")):
+        sd[f"{dst}{n_dst}.weight"] = _t(w.block(i, f"{n_src}/scale"))
+        sd[f"{dst}{n_dst}.bias"] = _t(w.block(i, f"{n_src}/bias"))
+    # query/key/value kernels are D x heads x head_dim; timm fuses them into one (3D) x D matrix.
+    qkv = [w.block(i, f"{w.mha}/{n}/kernel") for n in ("query", "key", "value")]
+    sd[f"{dst}attn.qkv.weight"] = torch.cat([_t(k.reshape(k.shape[0], -1)) for k in qkv])
+    sd[f"{dst}attn.qkv.bias"] = torch.cat([_t(w.block(i, f"{w.mha}/{n}/bias").reshape(-1))
+                                            for n in ("query", "key", "value")])
+    out = w.block(i, f"{w.mha}/out/kernel")  # heads x head_dim x D
+    sd[f"{dst}attn.proj.weight"] = _t(out.reshape(-1, out.shape[-1]))
+    sd[f"{dst}attn.proj.bias"] = _t(w.block(i, f"{w.mha}/out/bias"))
+    for j in (0, 1):
+        sd[f"{dst}mlp.fc{j + 1}.weight"] = _t(w.block(i, f"{w.mlp}/Dense_{j}/kernel"))
+        sd[f"{dst}mlp.fc{j + 1}.bias"] = _t(w.block(i, f"{w.mlp}/Dense_{j}/bias"))
+    return sd
+
+
+def _backbone(w: _Arrays, sd: dict[str, torch.Tensor]) -> tuple[int, ...]:
+    """The R50 hybrid's BiT ResNetV2 stem and stages into ``sd``; returns the blocks per stage."""
+    bb = "patch_embed.backbone."
+    for dst, src in (("stem.conv.weight", "conv_root/kernel"), ("stem.norm.weight", "gn_root/scale"),
+                     ("stem.norm.bias", "gn_root/bias")):
+        sd[bb + dst] = _t(w[src])
+    units: dict[int, int] = {}
+    for k in w:
+        if m := re.match(r"block(\d+)/unit(\d+)/", k):
+            units[int(m.group(1))] = max(units.get(int(m.group(1)), 0), int(m.group(2)))
+    layers = tuple(units[s] for s in sorted(units))
+    for s, n_units in enumerate(layers):
+        for u in range(n_units):
+            src, dst = f"block{s + 1}/unit{u + 1}/", f"{bb}stages.{s}.blocks.{u}."
+            pairs = [(f"conv{r}.weight", f"conv{r}/kernel") for r in (1, 2, 3)]
+            pairs += [(f"norm{r}.weight", f"gn{r}/scale") for r in (1, 2, 3)]
+            pairs += [(f"norm{r}.bias", f"gn{r}/bias") for r in (1, 2, 3)]
+            if f"{src}conv_proj/kernel" in w:  # the first unit of a stage projects its shortcut
+                pairs += [("downsample.conv.weight", "conv_proj/kernel"), ("downsample.norm.weight", "gn_proj/scale"),
+                          ("downsample.norm.bias", "gn_proj/bias")]
+            sd.update({dst + name: _t(w[src + key]) for name, key in pairs})
+    return layers
+
+
+def _config(w: _Arrays, sd: Mapping[str, torch.Tensor], backbone_layers: tuple[int, ...] | None) -> dict[str, Any]:
     kernel = w["embedding/kernel"]  # P x P x C x D
-    q = blk(0, f"{mha}/query/kernel")
-    config = dict(
-        patch_size=int(kernel.shape[0]), in_chans=int(w["conv_root/kernel"].shape[2] if backbone_layers else kernel.shape[2]),
-        embed_dim=int(kernel.shape[-1]), depth=depth, num_heads=int(q.shape[1]),
-        mlp_dim=int(blk(0, f"{mlp}/Dense_0/kernel").shape[1]),
+    return dict(
+        patch_size=int(kernel.shape[0]),
+        in_chans=int(w["conv_root/kernel"].shape[2] if backbone_layers else kernel.shape[2]),
+        embed_dim=int(kernel.shape[-1]), depth=w.depth, num_heads=int(w.block(0, f"{w.mha}/query/kernel").shape[1]),
+        mlp_dim=int(w.block(0, f"{w.mlp}/Dense_0/kernel").shape[1]),
         num_classes=int(sd["head.bias"].shape[0]) if "head.bias" in sd else 0,
         representation_size=int(sd["pre_logits.fc.bias"].shape[0]) if "pre_logits.fc.bias" in sd else None,
         pool="token" if "cls" in w else "gap", backbone_layers=backbone_layers)
-    return sd, config

@@ -5,10 +5,15 @@ import math
 from typing import Literal, Sequence
 
 import torch
-import torch.nn.functional as F
+from timm.layers import resample_abs_pos_embed
 
 ResizeMode = Literal["bicubic", "bilinear", "jax"]
 RESIZE_MODES = ("bicubic", "bilinear", "jax")
+# timm's resampling options for each mode: its defaults; what it applies when loading .npz; and the official
+# code's scipy.ndimage.zoom(order=1), which maps corner to corner (bilinear with align_corners=True).
+_TIMM_OPTIONS = {"bicubic": dict(interpolation="bicubic", antialias=True),
+                 "bilinear": dict(interpolation="bilinear", antialias=False),
+                 "jax": dict(interpolation="bilinear", antialias=False, align_corners=True)}
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, new_grid: Sequence[int], *, old_grid: Sequence[int] | None = None,
@@ -45,15 +50,6 @@ def resize_pos_embed(pos_embed: torch.Tensor, new_grid: Sequence[int], *, old_gr
     if old_grid == new_grid:
         return pos_embed[0] if squeeze else pos_embed
 
-    prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
-    dim = grid.shape[-1]
-    grid = grid.float().reshape(1, *old_grid, dim).permute(0, 3, 1, 2)
-    if mode == "bicubic":
-        grid = F.interpolate(grid, size=new_grid, mode="bicubic", align_corners=False, antialias=True)
-    elif mode == "bilinear":
-        grid = F.interpolate(grid, size=new_grid, mode="bilinear", align_corners=False, antialias=False)
-    else:
-        grid = F.interpolate(grid, size=new_grid, mode="bilinear", align_corners=True)
-    grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim).to(pos_embed.dtype)
-    out = torch.cat([prefix, grid], dim=1)
+    out = resample_abs_pos_embed(pos_embed, list(new_grid), list(old_grid), num_prefix_tokens=num_prefix_tokens,
+                                 **_TIMM_OPTIONS[mode])
     return out[0] if squeeze else out

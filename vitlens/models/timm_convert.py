@@ -5,6 +5,7 @@ from typing import Any
 
 from torch import nn
 
+from .state_dict import load_weights
 from .vit import VisionTransformer
 
 
@@ -82,8 +83,6 @@ def from_timm(model: nn.Module, **overrides: Any) -> VisionTransformer:
     Example:
         >>> vit = from_timm(timm.create_model("vit_base_patch16_224.orig_in21k_ft_in1k", pretrained=True))
     """
-    from .loading import load_weights
-
     if unknown := sorted(set(overrides) - set(RUNTIME_FIELDS)):
         raise ValueError(f"{unknown} cannot be set on a converted timm ViT: its architecture is the timm model's. "
                          f"Settable: {', '.join(RUNTIME_FIELDS)}")

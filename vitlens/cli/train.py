@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import apply_overrides, compiles, list_configs, load_config
+from ..train.config import apply_overrides, compiles, list_configs, load_config
 
 # Shortcut flags and the config keys they set.
 _FLAGS = {"dataset": "data.dataset", "data_dir": "data.data_dir", "epochs": "train.epochs", "steps": "train.steps",
@@ -47,7 +47,7 @@ def _config(source: str | Path, flags: list[str], args: argparse.Namespace) -> d
 def _run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
-    from .loop import TrainingDiverged, train
+    from ..train.loop import TrainingDiverged, train
 
     flags = [f"{key}={json.dumps(getattr(args, name))}" for name, key in _FLAGS.items()
              if getattr(args, name, None) is not None]
@@ -70,7 +70,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from ..models.loading import load_model
-    from .loop import Dist, build_eval_loader, evaluate, setup_distributed
+    from ..train.loop import Dist, build_eval_loader, evaluate, setup_distributed
 
     d: Dist = setup_distributed()
     model = load_model(args.model).to(d.device)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from .compare import PROBES
+from ..bias.compare import PROBES
+from . import common
 
 EPILOG = """Examples:
   vitlens analyze bias probes --model demo:vit-fashion --model demo:cnn-fashion
@@ -21,32 +21,16 @@ data SPEC: NAME[:SPLIT][:N] (fashion_mnist:test:500, folder:val:500 with --data-
 def _images(spec: str, data_dir: str | None, side: int) -> tuple[torch.Tensor, torch.Tensor, str]:
     """All images of a dataset SPEC as N x C x H x W in [0, 1] (square ``side`` for natural-image datasets), labels,
     and the dataset's name and split."""
-    from torchvision import transforms as T
-
-    from ..data import SMALL_DATASETS, build_dataset
-
-    parts = spec.split(":")
-    limit = int(parts.pop()) if len(parts) > 1 and parts[-1].isdigit() else None
-    split = parts.pop() if len(parts) > 1 and parts[-1] in ("train", "test", "val") else "test"
-    name = ":".join(parts)
-    steps = [] if name in SMALL_DATASETS else [T.Resize(side), T.CenterCrop(side)]
-    ds = build_dataset(name, split, T.Compose(steps + [T.ToTensor()]), data_dir=data_dir, subset=limit)
+    ds, desc = common.dataset(spec, data_dir, side)
     images, labels = zip(*(ds[i] for i in range(len(ds))))
-    return torch.stack(images), torch.as_tensor(labels), f"{name} {split}"
-
-
-def _label(source: str) -> str:
-    """A short name for legends and panel titles: no ``timm:``/``demo:`` prefix, folders or checkpoint suffix."""
-    path = Path(source.split(":", 1)[-1])
-    return path.stem if path.suffix in (".safetensors", ".pth", ".pt", ".bin", ".npz") else path.name
+    return torch.stack(images), torch.as_tensor(labels), desc.split(",")[0]
 
 
 def _probes(args: argparse.Namespace) -> int:
-    from ..models.loading import load_model
-    from .compare import compare_models, comparison_figures, comparison_numbers
+    from ..bias.compare import compare_models, comparison_figures, comparison_numbers
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    models = {_label(src): load_model(src).to(device).eval() for src in args.model}
+    device = common.device(args.device)
+    models = {common.label(src): common.load(src, device) for src in args.model}
     side = max(m.data_config["input_size"][-1] for m in models.values())
     images, labels, data = _images(args.data, args.data_dir, side)
     result = compare_models(models, images, labels, probes=args.probes, patch_size=args.patch_size,
@@ -54,50 +38,35 @@ def _probes(args: argparse.Namespace) -> int:
                             erf_images=args.erf_images, agreement=args.agreement, seed=args.seed,
                             batch_size=args.batch_size, on_step=lambda s: print(s, flush=True))
     numbers = dict(models=args.model, data=data, images=len(images), **comparison_numbers(result))
-    return _write(args, comparison_figures(result, f"{', '.join(args.model)}; {data}"), numbers)
+    return common.write(args, comparison_figures(result, f"{', '.join(args.model)}; {data}"), numbers)
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .figures import sweep_figure
-    from .sweep import run_sweep
+    from ..bias.figures import sweep_figure
+    from ..bias.sweep import run_sweep
 
     result = run_sweep(args.out / "sweep.json", sizes=args.sizes, seeds=args.seeds, archs=args.archs,
                        steps=args.steps, batch_size=args.batch_size, threads=args.threads,
                        eval_subset=args.eval_subset, runs_dir=args.runs_dir)
     title = (f"Fashion-MNIST test accuracy against training-set size<br><sup>same budget for both: {args.steps} steps "
              f"x batch {args.batch_size}; first N training images</sup>")
-    return _write(args, {"sweep": sweep_figure(result["summary"], title, budget_images=args.steps * args.batch_size)},
-                  result)
+    figs = {"sweep": sweep_figure(result["summary"], title, budget_images=args.steps * args.batch_size)}
+    return common.write(args, figs, result)
 
 
-def _write(args: argparse.Namespace, figs: dict[str, Any], numbers: dict[str, Any]) -> int:
-    from ..analysis.figures import write_outputs
-
-    plotlyjs = True if args.plotlyjs == "inline" else args.plotlyjs
-    for path in write_outputs(args.out, figs, numbers, png=not args.no_png, plotlyjs=plotlyjs):
-        print(path)
-    return 0
-
-
-def _add_output_args(p: argparse.ArgumentParser, out: Path) -> None:
-    p.add_argument("--out", type=Path, default=out, help=f"output directory (default {out})")
-    p.add_argument("--no-png", action="store_true", help="write HTML and JSON only")
-    p.add_argument("--plotlyjs", choices=("directory", "cdn", "inline"), default="directory",
-                   help="plotly.js beside the HTML (offline), linked from its CDN, or inside each file")
+def _subcommand(sub: argparse._SubParsersAction, name: str, help_: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help_, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def register(analyze_subparsers: argparse._SubParsersAction) -> None:
     """Add ``bias`` (``probes``, ``sweep``) to ``vitlens analyze``."""
-    from .sweep import ARCHS, SEEDS, SIZES
+    from ..bias.sweep import ARCHS, SEEDS, SIZES
 
-    bias = analyze_subparsers.add_parser("bias", help="inductive-bias probes ViT vs CNN, and the data-size sweep",
-                                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bias = _subcommand(analyze_subparsers, "bias", "inductive-bias probes ViT vs CNN, and the data-size sweep")
     sub = bias.add_subparsers(dest="bias_command", required=True, metavar="{probes,sweep}")
 
-    p = sub.add_parser("probes", help="translation (Zhang 2019), occlusion/shuffling (Naseer 2021), ERF (Luo 2016)",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", action="append", required=True,
-                   help="timm:<name>, demo:<name>, a checkpoint or a run directory; repeat to compare")
+    p = _subcommand(sub, "probes", "translation (Zhang 2019), occlusion/shuffling (Naseer 2021), ERF (Luo 2016)")
+    p.add_argument("--model", action="append", required=True, help=common.SOURCE_HELP + "; repeat to compare")
     p.add_argument("--probes", nargs="+", choices=PROBES, default=list(PROBES))
     p.add_argument("--data", default="fashion_mnist:test:1000", help="dataset SPEC (default fashion_mnist:test:1000)")
     p.add_argument("--data-dir", help="where the dataset's files are")
@@ -110,11 +79,10 @@ def register(analyze_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the drop masks and shuffles")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    _add_output_args(p, Path("vitlens-analysis") / "bias")
+    common.add_output_args(p, Path("vitlens-analysis") / "bias")
     p.set_defaults(func=_probes)
 
-    p = sub.add_parser("sweep", help="ViT vs CNN test accuracy against training-set size (same steps and batch)",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _subcommand(sub, "sweep", "ViT vs CNN test accuracy against training-set size (same steps and batch)")
     p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     p.add_argument("--archs", nargs="+", choices=ARCHS, default=list(ARCHS))
@@ -123,5 +91,5 @@ def register(analyze_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="CPU threads per run")
     p.add_argument("--eval-subset", type=int, help="test images scored (default all 10,000)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs/bias-sweep"))
-    _add_output_args(p, Path("vitlens-analysis") / "bias-sweep")
+    common.add_output_args(p, Path("vitlens-analysis") / "bias-sweep")
     p.set_defaults(func=_sweep)

@@ -8,64 +8,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..analysis import figures
+from ..analysis.cka import layer_similarity
+from ..analysis.distance import attention_distance, patch_distances
+from ..analysis.filters import patch_embedding_components
+from ..analysis.heads import head_maps
+from ..analysis.posembed import position_embedding_similarity
+from ..analysis.probe import PAPER_SHOTS, linear_probe
+from ..analysis.rollout import attention_rollout, cls_map, gradient_rollout
 from ..capture import capture
-from ..models.vit import VisionTransformer
-from . import figures
-from .cka import layer_similarity
-from .distance import attention_distance, patch_distances
-from .features import dataset_features
-from .filters import patch_embedding_components
-from .heads import head_maps
-from .inputs import SAMPLE_PHOTOS, photo, prepare
-from .posembed import position_embedding_similarity
-from .probe import PAPER_SHOTS, evaluate_features
-from .rollout import attention_rollout, cls_map, gradient_rollout
+from ..images import SAMPLE_PHOTOS, display_view, photo, prepare
+from . import common
 
-DISPLAY_SIZE = 224  # pixels of the longer side of images drawn in figures
-
-EPILOG = """data SPEC: NAME[:SPLIT][:N], e.g. fashion_mnist:test:1000, folder:val (with --data-dir), cifar10:test.
-NAME is any dataset of `vitlens pretrain` (fashion_mnist, cifar10, cifar100, folder, synthetic, timm:<name>).
-Images: files, or the sample photos astronaut, chelsea, coffee, rocket (the default)."""
+EPILOG = common.SPEC_HELP + "\nImages: files, or the sample photos astronaut, chelsea, coffee, rocket (the default)."
 
 
 # ---- inputs -------------------------------------------------------------------------------------------
-def _device(name: str | None) -> torch.device:
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
-def _load(source: str, device: torch.device, need_vit: bool = False) -> nn.Module:
-    from ..models.loading import load_model
-
-    model = load_model(source).to(device).eval()
-    if need_vit and not isinstance(model, VisionTransformer):
-        raise TypeError(f"{source} is a {type(model).__name__}, not a ViT: this analysis reads attention")
-    return model
-
-
-def _parse_spec(spec: str, default_split: str) -> tuple[str, str, int | None]:
-    """``NAME[:SPLIT][:N]`` (NAME may itself contain colons, as ``timm:...``)."""
-    parts = spec.split(":")
-    limit = int(parts.pop()) if len(parts) > 1 and parts[-1].isdigit() else None
-    split = parts.pop() if len(parts) > 1 and parts[-1] in ("train", "test", "val", "validation") else default_split
-    return ":".join(parts).replace("fashion-mnist", "fashion_mnist"), split, limit
-
-
 def _loader(spec: str, model: nn.Module, args: argparse.Namespace, *, split: str | None = None,
             limit: int | None = None) -> tuple[torch.utils.data.DataLoader, str]:
     """Batches of (images in [0, 1], labels) and a description for titles."""
-    from torchvision import transforms as T
-
-    from ..data import SMALL_DATASETS, build_dataset
-
-    name, spec_split, spec_limit = _parse_spec(spec, "test")
-    split = split or spec_split
-    n = spec_limit or limit
-    steps = [] if name in SMALL_DATASETS else [T.Resize(tuple(model.data_config["input_size"][1:]))]
-    ds = build_dataset(name, split, T.Compose(steps + [T.ToTensor()]), data_dir=args.data_dir, subset=n)
-    desc = f"{name} {split}, {len(ds)} images"
+    ds, desc = common.dataset(spec, args.data_dir, tuple(model.data_config["input_size"][1:]), split=split,
+                              limit=limit)
     return torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=False), desc
 
 
@@ -80,17 +45,6 @@ def _images(args: argparse.Namespace, model: nn.Module) -> tuple[list[torch.Tens
     return images, [Path(n).stem for n in names], "photos " + ", ".join(Path(n).stem for n in names)
 
 
-def _for_display(image: torch.Tensor, model: VisionTransformer) -> torch.Tensor:
-    """The image as the model sees it (its eval crop), at display size, in [0, 1]."""
-    h, w = model.img_size
-    scale = DISPLAY_SIZE / max(h, w)
-    x = image[None]
-    if x.shape[1] != model.in_chans:  # show the channels it gets: grayscale photos for the Fashion-MNIST models
-        x = prepare(x, dict(input_size=(model.in_chans, *x.shape[-2:]), mean=(0.0,) * model.in_chans,
-                            std=(1.0,) * model.in_chans))
-    return F.interpolate(x, size=(round(h * scale), round(w * scale)), mode="bilinear", antialias=True)[0].clamp(0, 1)
-
-
 def _title(what: str, args: argparse.Namespace, model: nn.Module, data: str) -> str:
     """Which analysis, which model and which data; flags photos shown to a model that knows only small grayscale
     images (the bundled Fashion-MNIST models)."""
@@ -102,17 +56,13 @@ def _title(what: str, args: argparse.Namespace, model: nn.Module, data: str) -> 
 
 
 def _finish(args: argparse.Namespace, figs: dict, numbers: dict[str, Any]) -> int:
-    numbers = dict(model=args.model, command=args.analysis, **numbers)
-    plotlyjs = True if args.plotlyjs == "inline" else args.plotlyjs
-    for path in figures.write_outputs(args.out, figs, numbers, png=not args.no_png, plotlyjs=plotlyjs):
-        print(path)
-    return 0
+    return common.write(args, figs, dict(model=args.model, command=args.analysis, **numbers))
 
 
 # ---- the commands ---------------------------------------------------------------------------------------
 def _rollout(args: argparse.Namespace) -> int:
-    device = _device(args.device)
-    model = _load(args.model, device, need_vit=True)
+    device = common.device(args.device)
+    model = common.load(args.model, device, need_vit=True)
     images, labels, data = _images(args, model)
     x = torch.cat([prepare(im, model.data_config) for im in images]).to(device)
     with torch.no_grad(), capture(model) as rec:
@@ -126,15 +76,15 @@ def _rollout(args: argparse.Namespace) -> int:
     top = probs.topk(min(5, probs.shape[-1]))
     title = _title(f"Attention rollout (head fusion {args.head_fusion}, discard {args.discard_ratio}, "
                    f"start layer {args.start_layer})", args, model, data)
-    fig = figures.rollout_figure([_for_display(im, model) for im in images], maps, title, labels)
+    fig = figures.rollout_figure([display_view(im, model.data_config) for im in images], maps, title, labels)
     return _finish(args, {"rollout": fig}, dict(
         data=data, images=labels, grid=grid, head_fusion=args.head_fusion, discard_ratio=args.discard_ratio,
         start_layer=args.start_layer, maps=maps, top5_classes=top.indices, top5_probs=top.values))
 
 
 def _heads(args: argparse.Namespace) -> int:
-    device = _device(args.device)
-    model = _load(args.model, device, need_vit=True)
+    device = common.device(args.device)
+    model = common.load(args.model, device, need_vit=True)
     images, labels, data = _images(args, model)
     x = torch.cat([prepare(im, model.data_config) for im in images]).to(device)
     with torch.no_grad(), capture(model, layers=[args.layer]) as rec:
@@ -142,17 +92,17 @@ def _heads(args: argparse.Namespace) -> int:
     maps = head_maps(rec.attentions, threshold=args.threshold, grid=model.grid_size,
                      num_prefix_tokens=model.num_prefix_tokens).cpu()
     layer = rec.layers[0]
-    figs = {f"heads_{label}": figures.heads_figure(
-        _for_display(im, model), maps[i],
-        _title(f"Class-token attention per head, layer {layer + 1} of {len(model.blocks)}"
-               + (f", top {args.threshold:.0%} mass" if args.threshold else ""), args, model, f"{data}: {label}"))
-        for i, (im, label) in enumerate(zip(images, labels))}
+    what = (f"Class-token attention per head, layer {layer + 1} of {len(model.blocks)}"
+            + (f", top {args.threshold:.0%} mass" if args.threshold else ""))
+    figs = {f"heads_{label}": figures.heads_figure(display_view(im, model.data_config), maps[i],
+                                                   _title(what, args, model, f"{data}: {label}"))
+            for i, (im, label) in enumerate(zip(images, labels))}
     return _finish(args, figs, dict(data=data, images=labels, layer=layer, threshold=args.threshold, maps=maps))
 
 
 def _distance(args: argparse.Namespace) -> int:
-    device = _device(args.device)
-    model = _load(args.model, device, need_vit=True)
+    device = common.device(args.device)
+    model = common.load(args.model, device, need_vit=True)
     loader, data = _loader(args.data, model, args, limit=args.limit)
     res = attention_distance(model, loader, include_cls=args.include_cls, renormalize=not args.no_renormalize)
     title = _title(f"Mean attention distance per head (P = {model.patch_size} px, grid {model.grid_size})",
@@ -165,7 +115,7 @@ def _distance(args: argparse.Namespace) -> int:
 
 
 def _posembed(args: argparse.Namespace) -> int:
-    model = _load(args.model, torch.device("cpu"), need_vit=True)
+    model = common.load(args.model, need_vit=True)
     figs, numbers = {}, {}
     for size in [None] + [s for s in args.img_size or [] if (s, s) != model.img_size]:
         m = model
@@ -182,18 +132,19 @@ def _posembed(args: argparse.Namespace) -> int:
 
 
 def _filters(args: argparse.Namespace) -> int:
-    model = _load(args.model, torch.device("cpu"), need_vit=True)
+    model = common.load(args.model, need_vit=True)
     comps, ratio = patch_embedding_components(model, k=min(args.k, *model.patch_embed.proj.weight.flatten(1).shape))
-    title = _title(f"{'RGB e' if model.in_chans == 3 else 'E'}mbedding filters: first {len(comps)} principal components of E "
+    kind = "RGB e" if model.in_chans == 3 else "E"
+    title = _title(f"{kind}mbedding filters: first {len(comps)} principal components of E "
                    f"({100 * ratio.sum():.0f}% of the variance)", args, model, "learned weights")
     return _finish(args, {"filters": figures.filters_figure(comps, ratio, title)},
                    dict(components=comps, explained_variance_ratio=ratio))
 
 
 def _cka(args: argparse.Namespace) -> int:
-    device = _device(args.device)
-    model_a = _load(args.model, device)
-    model_b = _load(args.against, device) if args.against else model_a
+    device = common.device(args.device)
+    model_a = common.load(args.model, device)
+    model_b = common.load(args.against, device) if args.against else model_a
     loader, data = _loader(args.data, model_a, args, limit=args.limit)
     res = layer_similarity(model_a, model_b, loader)
     other = args.against or args.model
@@ -204,78 +155,72 @@ def _cka(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    device = _device(args.device)
-    model = _load(args.model, device)
-    name = _parse_spec(args.data, "train")[0]
+    model = common.load(args.model, common.device(args.device))
+    name = common.parse_spec(args.data, "train")[0]
     train, train_desc = _loader(name, model, args, split="train", limit=args.train_limit)
     test, test_desc = _loader(name, model, args, split="test", limit=args.test_limit)
-    train_f, train_y = dataset_features(model, train, layers=args.layers, desc="train features")
-    test_f, test_y = dataset_features(model, test, layers=args.layers, desc="test features")
-    features = (train_f, train_y, test_f, test_y)
-    logistic = None if args.no_logistic else evaluate_features(*features, C=args.C)
-    few = evaluate_features(*features, shots=args.shots, seeds=range(args.seeds),
-                            l2_reg=args.l2_reg) if args.shots else None
-    names = (logistic or few)["layers"]
+    res = linear_probe(model, train, test, layers=args.layers, logistic=not args.no_logistic, shots=args.shots,
+                       seeds=range(args.seeds), C=args.C, l2_reg=args.l2_reg)
     data = f"train {train_desc}; test {test_desc}"
     title = _title("Linear evaluation of frozen features per layer", args, model, data)
-    fig = figures.probe_figure(names, logistic and logistic["accuracy"], few and few["accuracy"], title)
-    return _finish(args, {"probe": fig}, dict(data=data, layers=names, logistic=logistic and logistic["accuracy"],
-                                              fewshot=few and few["accuracy"], l2_reg=args.l2_reg, C=args.C))
+    fig = figures.probe_figure(res["layers"], res["logistic"], res["fewshot"], title)
+    return _finish(args, {"probe": fig}, dict(data=data, layers=res["layers"], logistic=res["logistic"],
+                                              fewshot=res["fewshot"], l2_reg=args.l2_reg, C=args.C))
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``vitlens analyze ...`` to the ``vitlens`` command."""
-    analyze = subparsers.add_parser("analyze", help="the paper's analyses as figures (HTML, PNG) and numbers (JSON)",
-                                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = analyze.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
+# ---- the parser -----------------------------------------------------------------------------------------
+def _command(sub: argparse._SubParsersAction, name: str, func, help_: str,
+             data: str | None = None) -> argparse.ArgumentParser:
+    """One ``analyze`` subcommand with the flags they all share; ``data`` is ``"images"`` (images to explain), a
+    default dataset SPEC, or None (the model's weights alone)."""
+    p = sub.add_parser(name, help=help_, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help=common.SOURCE_HELP)
+    common.add_output_args(p, Path("vitlens-analysis") / name)
+    if data == "images":
+        p.add_argument("--image", nargs="+", help="image files or sample photo names (default: the 4 samples)")
+        p.add_argument("--data", help="take the images from a dataset SPEC instead")
+        p.add_argument("--num-images", type=int, default=4, help="images taken from --data")
+    elif data:
+        p.add_argument("--data", default=data, help=f"dataset SPEC (default {data})")
+    if data:
+        p.add_argument("--data-dir", help="where the dataset's files are")
+        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(func=func)
+    return p
 
-    def add(name: str, func, help_: str, data: str | None = None) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--model", required=True, help="timm:<name>, demo:<name>, a checkpoint file or a run directory")
-        p.add_argument("--out", type=Path, default=Path("vitlens-analysis") / name, help="output directory")
-        p.add_argument("--no-png", action="store_true", help="write HTML and JSON only")
-        p.add_argument("--plotlyjs", choices=("directory", "cdn", "inline"), default="directory",
-                       help="plotly.js beside the HTML (offline), linked from its CDN, or inside each file")
-        if data == "images":
-            p.add_argument("--image", nargs="+", help="image files or sample photo names (default: the 4 samples)")
-            p.add_argument("--data", help="take the images from a dataset SPEC instead")
-            p.add_argument("--num-images", type=int, default=4, help="images taken from --data")
-        elif data:
-            p.add_argument("--data", default=data, help=f"dataset SPEC (default {data})")
-        if data:
-            p.add_argument("--data-dir", help="where the dataset's files are")
-            p.add_argument("--batch-size", type=int, default=32)
-            p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-        p.set_defaults(func=func)
-        return p
 
-    p = add("rollout", _rollout, "attention rollout and gradient rollout (paper Fig. 6)", "images")
+def _attention_commands(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "rollout", _rollout, "attention rollout and gradient rollout (paper Fig. 6)", "images")
     p.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean")
     p.add_argument("--discard-ratio", type=float, default=0.0)
     p.add_argument("--start-layer", type=int, default=0)
     p.add_argument("--no-gradient", dest="gradient", action="store_false", help="skip gradient rollout")
 
-    p = add("heads", _heads, "each head's class-token attention (DINO style)", "images")
+    p = _command(sub, "heads", _heads, "each head's class-token attention (DINO style)", "images")
     p.add_argument("--layer", type=int, default=-1)
     p.add_argument("--threshold", type=float, help="keep the patches holding this fraction of the mass")
 
-    p = add("distance", _distance, "mean attention distance per head and layer (paper Fig. 7 right)",
-            "fashion_mnist:test")
+    p = _command(sub, "distance", _distance, "mean attention distance per head and layer (paper Fig. 7 right)",
+                 "fashion_mnist:test")
     p.add_argument("--limit", type=int, default=128, help="images (the paper used 128)")
     p.add_argument("--include-cls", action="store_true", help="keep the class token as query and key")
     p.add_argument("--no-renormalize", action="store_true", help="do not rescale patch rows to sum to 1")
 
-    p = add("posembed", _posembed, "position-embedding cosine similarity (paper Fig. 7 centre)")
+
+def _representation_commands(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "posembed", _posembed, "position-embedding cosine similarity (paper Fig. 7 centre)")
     p.add_argument("--img-size", type=int, nargs="*", help="also show the table interpolated to these sizes")
 
-    p = add("filters", _filters, "principal components of the patch-embedding filters (paper Fig. 7 left)")
+    p = _command(sub, "filters", _filters, "principal components of the patch-embedding filters (paper Fig. 7 left)")
     p.add_argument("--k", type=int, default=28)
 
-    p = add("cka", _cka, "layer-by-layer minibatch CKA between two models", "fashion_mnist:test")
+    p = _command(sub, "cka", _cka, "layer-by-layer minibatch CKA between two models", "fashion_mnist:test")
     p.add_argument("--against", help="second model (ViT or CNN); the model itself when omitted")
     p.add_argument("--limit", type=int, default=1024)
 
-    p = add("probe", _probe, "linear probes and few-shot evaluation per layer (paper section 4.1)", "fashion_mnist")
+    p = _command(sub, "probe", _probe, "linear probes and few-shot evaluation per layer (paper section 4.1)",
+                 "fashion_mnist")
     p.add_argument("--train-limit", type=int, default=5000)
     p.add_argument("--test-limit", type=int, default=2000)
     p.add_argument("--layers", type=int, nargs="*", help="block / stage indices (default: all)")
@@ -285,4 +230,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--C", type=float, default=1.0, help="logistic regression inverse regularisation")
     p.add_argument("--no-logistic", action="store_true", help="few-shot only")
 
-    from ..bias.commands import register as register_bias; register_bias(sub)  # analyze bias {probes,sweep}
+
+def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Add ``vitlens analyze ...`` to the ``vitlens`` command; returns its subparsers (``bias`` joins them)."""
+    analyze = subparsers.add_parser("analyze", help="the paper's analyses as figures (HTML, PNG) and numbers (JSON)",
+                                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = analyze.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
+    _attention_commands(sub)
+    _representation_commands(sub)
+    return sub

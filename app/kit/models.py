@@ -1,0 +1,192 @@
+"""Settings, the sidebar's model picker, and models loaded once per process and shared by every browser session,
+with their per-image forward passes."""
+from __future__ import annotations
+
+import copy
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+import torch
+from torch import nn
+from tqdm import tqdm
+
+import vitlens
+
+PAPER_CHECKPOINT = "vit_base_patch16_224.orig_in21k_ft_in1k"
+
+
+# ---- settings (set by `vitlens app` through the environment, so `streamlit run` and AppTest see them too) ---
+def setting(name: str) -> str | None:
+    """``VITLENS_APP_<NAME>``: MODEL (first model), CNN (the comparison CNN), RUNS_DIR, MAX_UPLOAD_MB."""
+    return os.environ.get(f"VITLENS_APP_{name}") or None
+
+
+def max_upload_mb() -> int:
+    return int(setting("MAX_UPLOAD_MB") or 20)
+
+
+def runs_dir() -> Path:
+    return Path(setting("RUNS_DIR") or "runs").expanduser()
+
+
+def default_vit() -> str:
+    return setting("MODEL") or "demo:vit-fashion"
+
+
+def default_cnn() -> str:
+    return setting("CNN") or "demo:cnn-fashion"
+
+
+# ---- models: one copy per process, shared by every browser session ------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=8)
+def load(source: str) -> nn.Module:
+    """``vitlens.load_model`` once per process; gradients are taken through inputs only, never stored."""
+    return vitlens.load_model(source).eval()
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def load_resized(source: str, img_size: int, mode: str) -> nn.Module:
+    """A copy of the model moved to another resolution (the shared one is left as it is)."""
+    model = copy.deepcopy(load(source))
+    model.set_img_size(img_size, mode=mode)
+    return model
+
+
+@st.cache_resource(show_spinner=False)
+def hook_lock(source: str) -> threading.Lock:
+    """Grad-CAM and feature probes hook a model's modules: one session at a time on a shared model."""
+    return threading.Lock()
+
+
+@st.cache_resource(show_spinner=False)
+def _fetched() -> set[str]:
+    """timm names whose weights this process has already put in the hub cache."""
+    return set()
+
+
+def download(name: str) -> None:
+    """timm's weights for ``name`` into the hub cache, with a progress bar in MB (once per process)."""
+    if name in _fetched():
+        return
+    bar = st.progress(0.0, text=f"Downloading {name} from the Hugging Face hub...")
+
+    class StreamlitBar(tqdm):  # huggingface_hub reports bytes through any tqdm class
+        def update(self, n: float | None = 1) -> bool | None:
+            shown = super().update(n)
+            if self.total:
+                bar.progress(min(self.n / self.total, 1.0),
+                             text=f"Downloading {name}: {self.n / 2**20:.0f} of {self.total / 2**20:.0f} MB")
+            return shown
+
+    try:
+        vitlens.fetch_timm_weights(name, tqdm_class=StreamlitBar)
+    finally:
+        bar.empty()
+    _fetched().add(name)
+
+
+def try_load(source: str) -> nn.Module | None:
+    """The model, or an st.error saying why it cannot be loaded (offline, unknown name, bad file)."""
+    try:
+        if source.startswith("timm:"):
+            download(source.removeprefix("timm:"))
+        with st.spinner(f"Loading {source}..."):
+            return load(source)
+    except (ValueError, FileNotFoundError, ConnectionError, TypeError, OSError) as e:
+        st.error(f"Cannot load {source}: {e}")
+        return None
+
+
+def is_vit(model: nn.Module) -> bool:
+    return isinstance(model, vitlens.VisionTransformer)
+
+
+def describe(model: nn.Module) -> dict[str, Any]:
+    """Architecture, parameter count, resolution and preprocessing, for the model overview."""
+    config = getattr(model, "config", None) or getattr(model, "vitlens_spec", None) or {"timm": type(model).__name__}
+    return dict(kind="ViT" if is_vit(model) else "CNN", parameters=sum(p.numel() for p in model.parameters()),
+                classes=model.num_classes, architecture=config, preprocessing=model.data_config)
+
+
+# ---- the sidebar model picker --------------------------------------------------------------------------
+def run_sources(folder: Path) -> list[str]:
+    """Run directories and checkpoint files directly under the runs folder."""
+    if not folder.is_dir():
+        return []
+    runs = [p for p in sorted(folder.iterdir()) if p.is_dir() and
+            ((p / "model.safetensors").exists() or (p / "checkpoints").is_dir())]
+    files = [p for p in sorted(folder.iterdir()) if p.suffix in (".safetensors", ".pth", ".pt", ".bin", ".npz")]
+    return [str(p) for p in runs + files]
+
+
+def model_picker() -> str:
+    """Sidebar: where the model comes from; returns the chosen source (also in ``st.session_state.source``)."""
+    bundled = [f"demo:{d}" for d in vitlens.list_demo_models()]
+    first = default_vit()
+    options = bundled if first in bundled else [first, *bundled]
+    st.sidebar.header("Model")
+    kind = st.sidebar.radio("Source", ["Bundled", "timm (online)", "Runs folder"], key="source_kind",
+                            horizontal=True)
+    if kind == "Bundled":
+        source = st.sidebar.selectbox("Bundled model (offline, Fashion-MNIST)", options, index=options.index(first),
+                                      key="bundled")
+    elif kind == "timm (online)":
+        name = st.sidebar.text_input("timm model name", PAPER_CHECKPOINT, key="timm_name",
+                                     help="The paper's original weights need the full tag, e.g. "
+                                          f"{PAPER_CHECKPOINT}; downloaded once from the Hugging Face hub.")
+        source = f"timm:{name.strip()}"
+    else:
+        found = run_sources(runs_dir())
+        if not found:
+            st.sidebar.info(f"No runs or checkpoints in {runs_dir().resolve()} (train one with `vitlens pretrain`, "
+                            f"or start the app with --runs-dir). Using {first}.")
+            source = first
+        else:
+            source = st.sidebar.selectbox(f"Run or checkpoint in {runs_dir()}", found, key="run_source")
+    st.session_state.source = source
+    return source
+
+
+def current_model(require_vit: bool = True) -> tuple[str, nn.Module]:
+    """The sidebar's model; stops the page (the sidebar stays usable) if it cannot be used here."""
+    source = st.session_state.get("source") or default_vit()
+    model = try_load(source)
+    if model is None:
+        st.stop()
+    if require_vit and not is_vit(model):
+        st.warning(f"{source} is a CNN; this page shows a ViT's attention. Pick a ViT in the sidebar "
+                   f"(the CNN is compared on the ViT vs CNN page).")
+        st.stop()
+    return source, model
+
+
+def cnn_picker(key: str) -> tuple[str, nn.Module]:
+    """The CNN a page compares the ViT with (a text input under ``key``); stops the page if it cannot be used."""
+    source = st.text_input("CNN to compare (any load_model source)", default_cnn(), key=key)
+    model = try_load(source)
+    if model is None:
+        st.stop()
+    if is_vit(model):
+        st.error(f"{source} is a ViT; name a CNN (e.g. demo:cnn-fashion, or online timm:resnet50.a1_in1k or the "
+                 f"paper's BiT, timm:resnetv2_50x1_bit.goog_in21k_ft_in1k).")
+        st.stop()
+    return source, model
+
+
+# ---- per-image results: keyed by model source and image digest, shared by sessions showing the same image -----
+@st.cache_resource(show_spinner=False, max_entries=16)
+def vit_forward(source: str, digest: str, _x: torch.Tensor) -> dict[str, Any]:
+    """Logits and every layer's attention (B x H x N x N) of one image."""
+    model = load(source)
+    with torch.no_grad(), vitlens.capture(model) as rec:
+        logits = model(_x)
+    return dict(logits=logits, attentions=rec.attentions)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def cnn_forward(source: str, digest: str, _x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return load(source)(_x)

@@ -1,0 +1,54 @@
+"""Figures, tables and downloads: every figure keeps the size vitlens draws it at and downloads as PNG with its
+numbers as CSV or JSON; long loops show a progress bar."""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+
+from vitlens.analysis.figures import jsonable
+
+
+def with_progress(batches: Iterable, total: int, label: str) -> Iterator:
+    """Yield ``batches`` while an st.progress bar counts them."""
+    bar = st.progress(0.0, text=label)
+    for i, b in enumerate(batches, start=1):
+        yield b
+        bar.progress(min(i / total, 1.0), text=f"{label}: {i}/{total}")
+    bar.empty()
+
+
+def top_k(logits: torch.Tensor, names: list[str], k: int = 5) -> pd.DataFrame:
+    """The ``k`` most probable classes of one image: ``class``, ``index``, ``probability``."""
+    probs = logits.softmax(-1)[0]
+    p, i = probs.topk(min(k, len(names)))
+    return pd.DataFrame({"class": [names[j] for j in i.tolist()], "index": i.tolist(),
+                         "probability": p.tolist()})
+
+
+def downloads(fig: go.Figure, name: str, numbers: Mapping[str, Any] | pd.DataFrame, key: str) -> None:
+    """PNG of the figure (rendered by kaleido only when clicked) and its numbers as CSV or JSON."""
+    left, right = st.columns(2)
+    left.download_button("PNG", lambda: fig.to_image(format="png", scale=2), file_name=f"{name}.png",
+                         mime="image/png", key=f"{key}_png", icon=":material/download:", on_click="ignore")
+    if isinstance(numbers, pd.DataFrame):
+        right.download_button("CSV", numbers.to_csv(index=False), file_name=f"{name}.csv", mime="text/csv",
+                              key=f"{key}_csv", icon=":material/download:", on_click="ignore")
+    else:
+        right.download_button("JSON", json.dumps(jsonable(numbers), indent=1), file_name=f"{name}.json",
+                              mime="application/json", key=f"{key}_json", icon=":material/download:",
+                              on_click="ignore")
+
+
+def show(fig: go.Figure, name: str, numbers: Mapping[str, Any] | pd.DataFrame, key: str,
+         on_select: Callable | str = "ignore", **kwargs: Any) -> Any:
+    """A figure (its layout size kept, PNG from the toolbar too) followed by its download buttons."""
+    # theme=None: the figure as vitlens.analysis.figures draws it (and as its PNG export looks)
+    event = st.plotly_chart(fig, width="content", key=key, on_select=on_select, theme=None,
+                            config={"toImageButtonOptions": {"filename": name, "scale": 2}}, **kwargs)
+    downloads(fig, name, numbers, key)
+    return event
