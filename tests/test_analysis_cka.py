@@ -8,7 +8,8 @@ import torch
 from conftest import perturb_
 
 import vitlens
-from vitlens.analysis import layer_features, layer_similarity, linear_cka, minibatch_cka, unbiased_hsic
+from vitlens.analysis import layer_features, layer_outputs, layer_similarity, linear_cka, minibatch_cka, unbiased_hsic
+from vitlens.analysis.features import _hooked
 
 
 def feature_space_cka(x, y):
@@ -49,17 +50,48 @@ def test_minibatch_cka_converges_to_full():
     assert errors[1] < 0.01 and errors[1] <= errors[0] + 1e-3
 
 
-def test_cnn_layer_features_equal_timm_features_only():
-    cnn = vitlens.create_cnn("resnet18", in_chans=1, num_classes=3)
-    ref = timm.create_model("resnet18", features_only=True, pretrained=False, in_chans=1)
-    ref.load_state_dict(cnn.state_dict(), strict=False)
+@pytest.mark.parametrize("name,stages", [("resnet18", ["act1", "layer1", "layer2", "layer3", "layer4"]),
+                                         ("resnetv2_18", ["stem.conv"] + [f"stages.{i}" for i in range(4)])])
+def test_cnn_layer_features_equal_timm_features_only(name, stages):
+    """timm's forward_intermediates (the extractor's path) against features_only, for a ResNet and a pre-activation
+    ResNetV2 (the BiT layout), and against forward hooks on the same modules."""
+    cnn = perturb_(vitlens.create_cnn(name, in_chans=1, num_classes=3), std=0.05).eval()
+    ref = timm.create_model(name, features_only=True, pretrained=False, in_chans=1)
+    # features_only flattens module paths (stem.conv -> stem_conv): match the names with dots read as underscores
+    own = {k.replace(".", "_"): v for k, v in cnn.state_dict().items()}
+    ref.load_state_dict({k: own[k.replace(".", "_")] for k in ref.state_dict()})
     x = torch.randn(2, 1, 64, 64)
-    feats = layer_features(cnn.eval(), x)
+    feats = layer_features(cnn, x)
     with torch.no_grad():
         want = ref.eval()(x)
-    assert list(feats) == ["act1", "layer1", "layer2", "layer3", "layer4"]
-    for got, w in zip(feats.values(), want):
+        hooked, logits = _hooked(cnn, x, stages, pre_logits=False)
+        torch.testing.assert_close(logits, cnn(x))
+    assert list(feats) == stages
+    for got, w, h in zip(feats.values(), want, hooked.values()):
         torch.testing.assert_close(got, w.flatten(1))
+        torch.testing.assert_close(got, h.flatten(1))
+    picked, _ = layer_outputs(cnn, x, [-1, 1])  # indices, in network order
+    assert list(picked) == [stages[1], stages[-1]]
+
+
+def test_vit_layer_outputs_are_the_block_outputs_written_out():
+    vit = perturb_(vitlens.create_model("vit_ti16", img_size=(24, 32), patch_size=8, embed_dim=32, depth=3,
+                                        num_heads=4, mlp_dim=64, num_classes=5)).eval()
+    x = torch.randn(2, 3, 24, 32)
+    with torch.no_grad():
+        outputs, logits = layer_outputs(vit, x, ["block0", "block2"])
+        z = vit.patch_embed(x)  # eq. 1, then the blocks one by one
+        z = torch.cat([vit.cls_token.expand(2, -1, -1), z], dim=1) + vit.pos_embed
+        want = []
+        for blk in vit.blocks:
+            z = blk(z)
+            want.append(z)
+        torch.testing.assert_close(logits, vit.head(vit.norm(z)[:, 0]))
+    torch.testing.assert_close(outputs["block0"], want[0])
+    torch.testing.assert_close(outputs["block2"], want[2])
+    pooled = layer_features(vit, x, layers=[1], pooled=True, pre_logits=True)
+    torch.testing.assert_close(pooled["block1"], want[1][:, 0])
+    torch.testing.assert_close(pooled["pre_logits"], vit.norm(z)[:, 0])
 
 
 def test_layer_similarity_vit_against_itself_and_cnn():

@@ -5,7 +5,7 @@ import torch
 from conftest import perturb_
 
 import vitlens
-from vitlens.analysis import attention_rollout, cls_map, gradient_rollout, head_maps
+from vitlens.analysis import attention_rollout, cls_map, gradient_rollout, head_maps, patch_maps
 
 
 def random_attention(L=3, B=2, H=4, N=10):
@@ -101,3 +101,22 @@ def test_head_maps_and_threshold():
             smallest_kept = k[k > 0].min()
             assert k.sum() - smallest_kept < 0.6 * total  # and is the smallest such set
             assert k[k > 0].min() >= full[b, h][k == 0].max()  # made of the largest entries
+
+
+@pytest.mark.parametrize("fusion,fuse", [("mean", np.mean), ("max", np.max)])
+def test_patch_maps_read_the_query_row_on_a_non_square_grid(fusion, fuse):
+    """What patch (r, c) of a 2 x 3 grid attends to: its own row of each layer (never its column), laid out on the
+    grid row-major, written out with loops."""
+    attn = random_attention(L=2, B=2, H=3, N=1 + 6)
+    got = patch_maps(attn, (1, 0), grid=(2, 3), head_fusion=fusion)
+    assert got.shape == (2, 2, 2, 3)
+    query = 1 + 1 * 3 + 0  # the class token first, then row-major patches
+    for b in range(2):
+        for layer in range(2):
+            fused = fuse(attn[layer][b].double().numpy(), axis=0)
+            for r in range(2):
+                for c in range(3):
+                    assert got[b, layer, r, c].item() == pytest.approx(fused[query, 1 + r * 3 + c], abs=1e-6)
+    torch.testing.assert_close(patch_maps(attn, 3, grid=(2, 3), head_fusion=fusion), got)  # by index
+    with pytest.raises(ValueError, match="outside the 2 x 3 grid"):
+        patch_maps(attn, 6, grid=(2, 3))

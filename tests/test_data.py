@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+import vitlens
 from vitlens.data import SyntheticDataset, build_dataset, build_transform, read_idx
 from vitlens.data import fashion_mnist as fm
 
@@ -84,3 +85,25 @@ def test_synthetic_dataset_is_deterministic_and_subsets_work():
     assert len(build_dataset("fashion_mnist", "test", subset=100)) == 100
     with pytest.raises(ValueError, match="unknown dataset"):
         build_dataset("mnist-ish", "train")
+
+
+def test_load_tensors_are_the_idx_pixels_in_zero_one():
+    images, labels = fm.load_tensors("test", 5)
+    raw = read_idx(fm.locate("test")[0])[:5]
+    assert images.shape == (5, 1, 28, 28) and images.dtype == torch.float32
+    np.testing.assert_array_equal((images[:, 0] * 255).round().byte().numpy(), raw)
+    assert labels.tolist()[0] == 9 and len(labels) == 5
+
+
+def test_class_names_follow_the_models_outputs():
+    import timm
+
+    from vitlens.data import class_names, knows_only_fashion_mnist
+
+    fashion = vitlens.create_model("vit_ti16", img_size=28, patch_size=7, in_chans=1, num_classes=10, depth=1)
+    assert class_names(fashion)[9] == "Ankle boot" and knows_only_fashion_mnist(fashion)
+    rgb10 = vitlens.create_model("vit_ti16", img_size=32, patch_size=8, num_classes=10, depth=1)
+    assert class_names(rgb10) == [f"class {i}" for i in range(10)] and not knows_only_fashion_mnist(rgb10)
+    imagenet = vitlens.from_timm(timm.create_model("vit_tiny_patch16_224", pretrained=False))
+    names = class_names(imagenet)
+    assert len(names) == 1000 and names[0].startswith("tench") and "goldfish" in names[1]
