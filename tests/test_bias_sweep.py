@@ -25,10 +25,10 @@ def test_smallest_sweep_runs_end_to_end_and_resumes(tmp_path):
 def test_both_architectures_get_the_same_budget():
     vit, cnn = (sweep_config(a, 1000, 3, steps=500, batch_size=64) for a in ("vit", "cnn"))
     for cfg in (vit, cnn):
-        assert (cfg["train"]["steps"], cfg["train"]["batch_size"], cfg["train"]["seed"]) == (500, 64, 3)
-        assert cfg["data"]["subset"] == 1000 and cfg["schedule"]["warmup_steps"] == 50
-    assert vit["optim"]["name"] == cnn["optim"]["name"] == "adamw"  # each keeps its recipe's peak lr
-    assert vit["model"]["arch"] == "vit" and cnn["model"]["arch"] == "resnet18"
+        assert (cfg.train.steps, cfg.train.batch_size, cfg.train.seed) == (500, 64, 3)
+        assert cfg.data.subset == 1000 and cfg.schedule.warmup_steps == 50
+    assert vit.optim.name == cnn.optim.name == "adamw"  # each keeps its recipe's peak lr
+    assert vit.model["arch"] == "vit" and cnn.model["arch"] == "resnet18"
     with pytest.raises(ValueError, match="unknown sweep architecture"):
         sweep_config("mlp", 1000, 0, steps=1, batch_size=1)
 

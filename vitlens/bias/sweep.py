@@ -9,6 +9,7 @@ N is (so small subsets are seen for many epochs, large ones for few), and evalua
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import statistics
@@ -18,8 +19,7 @@ from typing import Any, Sequence
 
 from ..io import atomic_write
 from ..models.loading import load_model
-from ..train import evaluate, load_config, train
-from ..train.loop import Dist, build_eval_loader
+from ..train import RunConfig, build_eval_loader, evaluate, load_config, train
 
 SIZES = (1000, 2000, 5000, 10000, 30000, 60000)
 SEEDS = (0, 1)
@@ -41,7 +41,7 @@ AUGMENT: dict[str, dict[str, Any]] = {
 
 
 def sweep_config(arch: str, size: int, seed: int, *, steps: int, batch_size: int, threads: int | None = None,
-                 eval_subset: int | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+                 eval_subset: int | None = None, overrides: Sequence[str] = ()) -> RunConfig:
     """The training config of one sweep point: the packaged recipe with the sweep's model, data and budget.
 
     Args:
@@ -66,11 +66,10 @@ def sweep_config(arch: str, size: int, seed: int, *, steps: int, batch_size: int
     pinned = [f"model.{k}={json.dumps(v)}" for k, v in model.items()]
     pinned += [f"augment.{k}={json.dumps(v)}" for k, v in AUGMENT[arch].items()]
     cfg = load_config(base, pinned + budget + list(overrides))
-    cfg["name"] = f"bias-sweep-{arch}-n{size}-s{seed}"
-    return cfg
+    return dataclasses.replace(cfg, name=f"bias-sweep-{arch}-n{size}-s{seed}")
 
 
-def run_point(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+def run_point(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train one config into ``run_dir`` and score it on the test split.
 
     Returns:
@@ -82,7 +81,7 @@ def run_point(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     run_dir = train(cfg, run_dir)
     seconds = time.perf_counter() - start
     model = load_model(run_dir)
-    result = evaluate(model, build_eval_loader(model, cfg["data"], Dist()))
+    result = evaluate(model, build_eval_loader(model, cfg.data))
     return dict(test_acc=result["acc"], test_loss=result["loss"], test_count=result["count"],
                 train_seconds=seconds, params=sum(p.numel() for p in model.parameters()))
 
@@ -128,7 +127,7 @@ def run_sweep(out: str | Path, *, sizes: Sequence[int] = SIZES, seeds: Sequence[
                     continue
                 cfg = sweep_config(arch, size, seed, steps=steps, batch_size=batch_size, threads=threads,
                                    eval_subset=eval_subset, overrides=overrides)
-                point.update(run_point(cfg, Path(runs_dir) / cfg["name"]))
+                point.update(run_point(cfg, Path(runs_dir) / cfg.name))
                 point["epochs"] = steps * batch_size / size
                 records.append(point)
                 print(f"{arch} n={size} seed={seed}: test accuracy {point['test_acc']:.4f} "
