@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from vitlens.bias.sweep import crossover, run_sweep, summarise, sweep_config
+from vitlens.bias.sweep import crossover, summarise
+from vitlens.train.sweep import run_sweep, sweep_config
 
 
 def test_smallest_sweep_runs_end_to_end_and_resumes(tmp_path):
