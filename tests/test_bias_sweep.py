@@ -43,3 +43,13 @@ def test_summary_mean_std_and_crossover():
     assert summary["vit"]["std"] == pytest.approx([0.1414213562, 0.0])
     assert summary["cnn"]["n"] == [2, 1]
     assert crossover(summary) == 8000 and crossover(summary, "cnn", "vit") == 1000
+
+
+def test_the_bias_package_imports_neither_training_nor_dataset_loading():
+    """vitlens.bias summarises and draws the sweep; training it is vitlens.train.sweep's."""
+    import subprocess
+    import sys
+
+    code = ("import sys, vitlens.bias, vitlens.bias.sweep, vitlens.bias.figures; "
+            "print(sorted(m for m in sys.modules if m.startswith(('vitlens.train', 'vitlens.data'))))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"

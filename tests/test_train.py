@@ -116,6 +116,58 @@ def test_lr_schedule_warmup_then_decay():
     assert lr_factor(7, 10, 4, "cosine", 0.0) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))
 
 
+@pytest.mark.parametrize("decay", ["linear", "cosine"])
+def test_the_optimizers_learning_rate_at_every_step_is_the_papers_schedule(decay):
+    """Peak 2.0, 4 warm-up steps, min_lr 0.2, 12 steps: (s + 1) / 4 of the peak while warming up, the peak at step
+    4, then linear or cosine decay over the remaining 8 steps to min_lr, which step 12 (after the run) reaches."""
+    from vitlens.train.config import ScheduleConfig
+    from vitlens.train.schedule import build_scheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    scheduler = build_scheduler(optimizer, ScheduleConfig(warmup_steps=4, decay=decay, min_lr=0.2), 2.0, total=12)
+    seen = []
+    for _ in range(13):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    warmup = [0.5, 1.0, 1.5, 2.0]
+    if decay == "linear":  # 0.2 + 1.8 * (1 - k / 8)
+        decayed = [2.0, 1.775, 1.55, 1.325, 1.1, 0.875, 0.65, 0.425, 0.2]
+    else:  # 0.2 + 0.9 * (1 + cos(pi k / 8))
+        decayed = [0.2 + 0.9 * (1 + math.cos(math.pi * k / 8)) for k in range(9)]
+    assert seen == pytest.approx(warmup + decayed, rel=1e-12)
+
+
+def test_config_files_and_overrides_are_checked_key_by_key(tmp_path):
+    """Unknown keys in a file (not only in overrides) are refused with a suggestion; values of the wrong type are
+    named with their key; a file may leave out what has a default, and gets the loop's long-standing defaults."""
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump(dict(tiny().to_dict(), train=dict(batch_size=8, steps=1,
+                                                                                          ema_decy=0.9))))
+    with pytest.raises(ValueError, match=r"typo.yaml: unknown key train.ema_decy; did you mean train.ema_decay"):
+        load_config(tmp_path / "typo.yaml")
+    with pytest.raises(ValueError, match=r"'trian.steps=3': unknown key trian.steps; did you mean train.steps"):
+        tiny("trian.steps=3")
+    with pytest.raises(ValueError, match=r"'train.steps=ten': train.steps must be an integer or null, got 'ten'"):
+        tiny("train.steps=ten")
+    with pytest.raises(ValueError, match=r"schedule.decay must be one of \('cosine', 'linear'\), got 'step'"):
+        tiny("schedule.decay=step")
+    assert tiny("optim.lr=3e-3").optim.lr == 0.003  # YAML 1.1 reads 3e-3 as a string; it is a number here
+
+    (tmp_path / "short.yaml").write_text(yaml.safe_dump(dict(model=dict(arch="vit"), data=dict(dataset="synthetic"),
+                                                             optim=dict(lr=0.1), train=dict(batch_size=8, steps=1))))
+    cfg = load_config(tmp_path / "short.yaml")
+    assert (cfg.name, cfg.optim.name, cfg.optim.betas, cfg.optim.momentum, cfg.optim.weight_decay,
+            cfg.optim.clip_grad) == ("run", "adamw", [0.9, 0.999], 0.9, 0.0, None)
+    assert (cfg.schedule.warmup_steps, cfg.schedule.decay, cfg.schedule.min_lr) == (0, "cosine", 0.0)
+    assert (cfg.train.accum_steps, cfg.train.seed, cfg.train.amp, cfg.train.ema_decay, cfg.train.ckpt_every,
+            cfg.train.keep_last, cfg.train.log_every, cfg.train.eval) == (1, 0, "auto", None, 1000, 3, 20, True)
+    assert (cfg.data.workers, cfg.augment.mixup, cfg.augment.label_smoothing) == ("auto", 0.0, 0.0)
+    (tmp_path / "short.yaml").write_text(yaml.safe_dump(dict(model={}, data={}, optim=dict(lr=0.1),
+                                                             train=dict(batch_size=8))))
+    with pytest.raises(ValueError, match="short.yaml: missing key data.dataset"):
+        load_config(tmp_path / "short.yaml")
+
+
 def test_tiny_pretrain_learns_then_finetunes_at_twice_the_resolution_from_a_zero_head(tmp_path):
     cfg = tiny("train.steps=200", "data.subset=1024", "optim.lr=3e-3", "schedule.min_lr=3e-4", "optim.weight_decay=0",
                "augment.label_smoothing=0", "augment.crop_padding=0", "augment.hflip=false", "train.eval=true",
