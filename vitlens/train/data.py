@@ -142,4 +142,5 @@ def build_train_data(model: nn.Module, data: DataConfig, augment: AugmentConfig,
     steps_per_epoch = (len(ds) if streamed else sampler.num_samples) // (micro * accum_steps)
     if steps_per_epoch == 0:
         raise ValueError(f"the training set ({len(ds)} items) is smaller than one global batch ({batch_size})")
-    return TrainData(ds, loader, sampler, generator, micro, accum_steps, steps_per_epoch, seed, d.rank)
+    return TrainData(dataset=ds, loader=loader, sampler=sampler, generator=generator, micro_batch=micro,
+                     accum_steps=accum_steps, steps_per_epoch=steps_per_epoch, seed=seed, rank=d.rank)

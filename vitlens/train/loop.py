@@ -169,8 +169,9 @@ def setup(cfg: RunConfig, d: Dist, run_dir: Path, checkpoint: Path | None) -> Ru
         step = 0
         random_seed(cfg.train.seed, d.rank)  # torch, numpy (mixup) and python (RandAugment) generators, per rank
     net = compile_model(DistributedDataParallel(model) if d.world > 1 else model, cfg.train.compile)
-    return Run(cfg, run_dir, d, model, net, data, eval_loader, optimizer, scheduler, ema, mixup, criterion, total,
-               step, last_checkpoint=checkpoint)
+    return Run(cfg=cfg, dir=run_dir, dist=d, model=model, net=net, data=data, eval_loader=eval_loader,
+               optimizer=optimizer, scheduler=scheduler, ema=ema, mixup=mixup, criterion=criterion, total=total,
+               step=step, last_checkpoint=checkpoint)
 
 
 def restore(checkpoint: Path, optimizer: Optimizer, scheduler: LRScheduler, ema: ModelEmaV3 | None, d: Dist,
@@ -330,10 +331,10 @@ def train(cfg: RunConfig | Mapping[str, Any], run_dir: str | Path | None = None,
     finally:
         if run.metrics is not None:
             run.metrics.close()
-    if d.main and not finished:
-        print(f"stopped at step {run.step} as asked (train.stop_at); continue with --resume {run_dir}")
-    elif d.main:
+    if d.main and finished:
         save_model(run.ema.module if run.ema is not None else run.model, run_dir / "model.safetensors",
                    extra=dict(step=run.step))
         print(f"done: {run_dir}/model.safetensors (load with vitlens.load_model({str(run_dir)!r}))")
+    elif d.main:
+        print(f"stopped at step {run.step} as asked (train.stop_at); continue with --resume {run_dir}")
     return run_dir
