@@ -23,7 +23,8 @@ from pathlib import Path
 
 from vitlens.analysis.figures import write_outputs
 from vitlens.bias.figures import sweep_figure
-from vitlens.bias.sweep import run_sweep, summarise
+from vitlens.bias.sweep import summarise
+from vitlens.train.sweep import run_sweep
 
 OUT = Path(__file__).resolve().parent / "results" / "bias"
 SIZES = (1000, 3000, 10000, 30000, 60000)

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from vitlens.bias.sweep import crossover, run_sweep, summarise, sweep_config
+from vitlens.bias.sweep import crossover, summarise
+from vitlens.train.sweep import run_sweep, sweep_config
 
 
 def test_smallest_sweep_runs_end_to_end_and_resumes(tmp_path):
@@ -25,10 +26,10 @@ def test_smallest_sweep_runs_end_to_end_and_resumes(tmp_path):
 def test_both_architectures_get_the_same_budget():
     vit, cnn = (sweep_config(a, 1000, 3, steps=500, batch_size=64) for a in ("vit", "cnn"))
     for cfg in (vit, cnn):
-        assert (cfg["train"]["steps"], cfg["train"]["batch_size"], cfg["train"]["seed"]) == (500, 64, 3)
-        assert cfg["data"]["subset"] == 1000 and cfg["schedule"]["warmup_steps"] == 50
-    assert vit["optim"]["name"] == cnn["optim"]["name"] == "adamw"  # each keeps its recipe's peak lr
-    assert vit["model"]["arch"] == "vit" and cnn["model"]["arch"] == "resnet18"
+        assert (cfg.train.steps, cfg.train.batch_size, cfg.train.seed) == (500, 64, 3)
+        assert cfg.data.subset == 1000 and cfg.schedule.warmup_steps == 50
+    assert vit.optim.name == cnn.optim.name == "adamw"  # each keeps its recipe's peak lr
+    assert vit.model["arch"] == "vit" and cnn.model["arch"] == "resnet18"
     with pytest.raises(ValueError, match="unknown sweep architecture"):
         sweep_config("mlp", 1000, 0, steps=1, batch_size=1)
 
@@ -42,3 +43,13 @@ def test_summary_mean_std_and_crossover():
     assert summary["vit"]["std"] == pytest.approx([0.1414213562, 0.0])
     assert summary["cnn"]["n"] == [2, 1]
     assert crossover(summary) == 8000 and crossover(summary, "cnn", "vit") == 1000
+
+
+def test_the_bias_package_imports_neither_training_nor_dataset_loading():
+    """vitlens.bias summarises and draws the sweep; training it is vitlens.train.sweep's."""
+    import subprocess
+    import sys
+
+    code = ("import sys, vitlens.bias, vitlens.bias.sweep, vitlens.bias.figures; "
+            "print(sorted(m for m in sys.modules if m.startswith(('vitlens.train', 'vitlens.data'))))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"

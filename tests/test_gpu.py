@@ -12,9 +12,8 @@ import torch
 import vitlens
 from conftest import perturb_
 from test_train import CHANCE, NO_RANDOMNESS, records, tiny, weights
-from vitlens.train import apply_overrides, list_checkpoints, load_config, load_state
+from vitlens.train import apply_overrides, list_checkpoints, load_config, load_state, train
 from vitlens.train import loop
-from vitlens.train.loop import train
 
 # VITLENS_TEST_DEVICE=cpu runs these on the CPU, to check the tests themselves where there is no GPU.
 DEVICE = os.environ.get("VITLENS_TEST_DEVICE", "cuda")

@@ -14,14 +14,15 @@ import yaml
 from safetensors.torch import load_file
 
 import vitlens
-from vitlens.train import TrainingDiverged, apply_overrides, build_model, list_checkpoints, load_config, load_state
+from vitlens.train import (RunConfig, TrainingDiverged, apply_overrides, build_model, list_checkpoints, load_config,
+                           load_state, train)
 from vitlens.train import loop
-from vitlens.train.loop import lr_factor, train
+from vitlens.train.schedule import lr_factor
 
 CHANCE = math.log(10)  # cross-entropy of a uniform guess over Fashion-MNIST's 10 classes
 
 
-def tiny(*overrides: str) -> dict:
+def tiny(*overrides: str) -> RunConfig:
     """The demo recipe shrunk to seconds: a 2-layer 64-wide ViT on 7 x 7 patches, 512 training images."""
     return load_config("fashion_vit", [
         "model.embed_dim=64", "model.depth=2", "model.num_heads=2", "model.mlp_dim=128", "model.patch_size=7",
@@ -46,15 +47,15 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 def test_paper_config_is_vit_b16_with_the_papers_pretraining_recipe():
     """`--config paper_vit_b16` against the paper's numbers, typed here from Table 1, Table 3 and Appendix B.1."""
     cfg = load_config("paper_vit_b16")
-    model = build_model(cfg["model"], num_classes=21843)
+    model = build_model(cfg.model, num_classes=21843)
     assert (model.patch_size, model.config["embed_dim"], model.config["depth"], model.config["num_heads"],
             model.config["mlp_dim"], model.img_size) == (16, 768, 12, 12, 3072, (224, 224))
     assert isinstance(model.pre_logits[-1], torch.nn.Tanh) and model.pre_logits[0].out_features == 768
     assert model.config["dropout"] == 0.1 and not model.low_precision_residual  # the paper's float32 stream
-    optim, schedule, train_cfg = cfg["optim"], cfg["schedule"], cfg["train"]
-    assert (optim["name"], optim["betas"], optim["weight_decay"], optim["lr"], optim["clip_grad"]) == (
+    optim, schedule, train_cfg = cfg.optim, cfg.schedule, cfg.train
+    assert (optim.name, optim.betas, optim.weight_decay, optim.lr, optim.clip_grad) == (
         "adamw", [0.9, 0.999], 0.03, 1e-3, 1.0)
-    assert (schedule["warmup_steps"], schedule["decay"], train_cfg["batch_size"], train_cfg["epochs"]) == (
+    assert (schedule.warmup_steps, schedule.decay, train_cfg.batch_size, train_cfg.epochs) == (
         10000, "linear", 4096, 90)
 
 
@@ -86,7 +87,7 @@ def test_cli_pretrain_resume_finetune_and_eval(tmp_path, capsys):
     eval of the run on its own dataset; and a mistyped override is refused with a suggestion."""
     from vitlens.cli import main
 
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny()))
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny().to_dict()))
     pre, ft = tmp_path / "pre", tmp_path / "ft"
     assert main(["pretrain", "--config", str(tmp_path / "tiny.yaml"), "--out", str(pre), "--steps", "6",
                  "train.stop_at=3", "train.ckpt_every=3"]) == 0
@@ -113,6 +114,58 @@ def test_lr_schedule_warmup_then_decay():
     assert lr_factor(4, 10, 4, "cosine", 0.0) == 1.0 and lr_factor(10, 10, 4, "cosine", 0.1) == pytest.approx(0.1)
     assert lr_factor(7, 10, 4, "linear", 0.0) == pytest.approx(0.5)
     assert lr_factor(7, 10, 4, "cosine", 0.0) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))
+
+
+@pytest.mark.parametrize("decay", ["linear", "cosine"])
+def test_the_optimizers_learning_rate_at_every_step_is_the_papers_schedule(decay):
+    """Peak 2.0, 4 warm-up steps, min_lr 0.2, 12 steps: (s + 1) / 4 of the peak while warming up, the peak at step
+    4, then linear or cosine decay over the remaining 8 steps to min_lr, which step 12 (after the run) reaches."""
+    from vitlens.train.config import ScheduleConfig
+    from vitlens.train.schedule import build_scheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    scheduler = build_scheduler(optimizer, ScheduleConfig(warmup_steps=4, decay=decay, min_lr=0.2), 2.0, total=12)
+    seen = []
+    for _ in range(13):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    warmup = [0.5, 1.0, 1.5, 2.0]
+    if decay == "linear":  # 0.2 + 1.8 * (1 - k / 8)
+        decayed = [2.0, 1.775, 1.55, 1.325, 1.1, 0.875, 0.65, 0.425, 0.2]
+    else:  # 0.2 + 0.9 * (1 + cos(pi k / 8))
+        decayed = [0.2 + 0.9 * (1 + math.cos(math.pi * k / 8)) for k in range(9)]
+    assert seen == pytest.approx(warmup + decayed, rel=1e-12)
+
+
+def test_config_files_and_overrides_are_checked_key_by_key(tmp_path):
+    """Unknown keys in a file (not only in overrides) are refused with a suggestion; values of the wrong type are
+    named with their key; a file may leave out what has a default, and gets the loop's long-standing defaults."""
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump(dict(tiny().to_dict(), train=dict(batch_size=8, steps=1,
+                                                                                          ema_decy=0.9))))
+    with pytest.raises(ValueError, match=r"typo.yaml: unknown key train.ema_decy; did you mean train.ema_decay"):
+        load_config(tmp_path / "typo.yaml")
+    with pytest.raises(ValueError, match=r"'trian.steps=3': unknown key trian.steps; did you mean train.steps"):
+        tiny("trian.steps=3")
+    with pytest.raises(ValueError, match=r"'train.steps=ten': train.steps must be an integer or null, got 'ten'"):
+        tiny("train.steps=ten")
+    with pytest.raises(ValueError, match=r"schedule.decay must be one of \('cosine', 'linear'\), got 'step'"):
+        tiny("schedule.decay=step")
+    assert tiny("optim.lr=3e-3").optim.lr == 0.003  # YAML 1.1 reads 3e-3 as a string; it is a number here
+
+    (tmp_path / "short.yaml").write_text(yaml.safe_dump(dict(model=dict(arch="vit"), data=dict(dataset="synthetic"),
+                                                             optim=dict(lr=0.1), train=dict(batch_size=8, steps=1))))
+    cfg = load_config(tmp_path / "short.yaml")
+    assert (cfg.name, cfg.optim.name, cfg.optim.betas, cfg.optim.momentum, cfg.optim.weight_decay,
+            cfg.optim.clip_grad) == ("run", "adamw", [0.9, 0.999], 0.9, 0.0, None)
+    assert (cfg.schedule.warmup_steps, cfg.schedule.decay, cfg.schedule.min_lr) == (0, "cosine", 0.0)
+    assert (cfg.train.accum_steps, cfg.train.seed, cfg.train.amp, cfg.train.ema_decay, cfg.train.ckpt_every,
+            cfg.train.keep_last, cfg.train.log_every, cfg.train.eval) == (1, 0, "auto", None, 1000, 3, 20, True)
+    assert (cfg.data.workers, cfg.augment.mixup, cfg.augment.label_smoothing) == ("auto", 0.0, 0.0)
+    (tmp_path / "short.yaml").write_text(yaml.safe_dump(dict(model={}, data={}, optim=dict(lr=0.1),
+                                                             train=dict(batch_size=8))))
+    with pytest.raises(ValueError, match="short.yaml: missing key data.dataset"):
+        load_config(tmp_path / "short.yaml")
 
 
 def test_tiny_pretrain_learns_then_finetunes_at_twice_the_resolution_from_a_zero_head(tmp_path):
@@ -189,7 +242,7 @@ def test_gradient_accumulation_and_cpu_bf16(tmp_path):
 def test_ddp_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
     cfg = tiny("train.steps=4", *NO_RANDOMNESS)
     config_file = tmp_path / "ddp.yaml"
-    config_file.write_text(yaml.safe_dump(cfg))
+    config_file.write_text(yaml.safe_dump(cfg.to_dict()))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "vitlens.cli", "pretrain", "--config", str(config_file), "--out", str(tmp_path / "ddp")]
@@ -225,7 +278,7 @@ train(load_config(config), run_dir)
 
 def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp_path):
     cfg = tiny("train.steps=4", "train.ckpt_every=2")
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
     marker, run = tmp_path / "writing", tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-c", KILL_DURING_CHECKPOINT, str(tmp_path / "cfg.yaml"), str(run),
                              str(marker)], env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -264,7 +317,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
     # The CLI: the message on stderr and exit status 3, no traceback.
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(tiny("train.steps=6", "train.ckpt_every=2")))
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(tiny("train.steps=6", "train.ckpt_every=2").to_dict()))
     from vitlens.cli import main
 
     assert main(["pretrain", "--config", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "cli")]) == 3
@@ -473,7 +526,7 @@ def test_the_compile_flag_keeps_a_configs_own_compile_setting(tmp_path):
 
     def compile_of(config, *overrides):
         args = argparse.Namespace(compile=True, overrides=list(overrides))
-        return _config(config, ["train.compile=true"], args)["train"]["compile"]
+        return _config(config, ["train.compile=true"], args).train.compile
 
     assert compile_of("paper_vit_b16") == "tuned"
     assert compile_of("fashion_vit") is True

@@ -61,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(args.config)
+    cfg = load_config(args.config).to_dict()  # the YAML shape: this script reads sections as mappings
     batch = args.batch or cfg["train"]["batch_size"]
     ref = timm_twin(cfg["model"])
     ours = vitlens.from_timm(ref)

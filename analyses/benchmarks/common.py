@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from vitlens.train.loop import compile_model
+from vitlens.train import compile_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ATTENTION_BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,

@@ -43,7 +43,7 @@ def _probes(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from ..bias.figures import sweep_figure
-    from ..bias.sweep import run_sweep
+    from ..train.sweep import run_sweep
 
     result = run_sweep(args.out / "sweep.json", sizes=args.sizes, seeds=args.seeds, archs=args.archs,
                        steps=args.steps, batch_size=args.batch_size, threads=args.threads,

@@ -5,9 +5,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
-from ..train.config import apply_overrides, compiles, list_configs, load_config
+from ..train.config import DataConfig, RunConfig, apply_overrides, compiles, list_configs, load_config
 
 # Shortcut flags and the config keys they set.
 _FLAGS = {"dataset": "data.dataset", "data_dir": "data.data_dir", "epochs": "train.epochs", "steps": "train.steps",
@@ -35,11 +34,11 @@ def _add_train_args(p: argparse.ArgumentParser, default_config: str) -> None:
                    help="config overrides, e.g. optim.weight_decay=0.1 augment.mixup=0.8 train.ema_decay=0.9999")
 
 
-def _config(source: str | Path, flags: list[str], args: argparse.Namespace) -> dict[str, Any]:
+def _config(source: str | Path, flags: list[str], args: argparse.Namespace) -> RunConfig:
     """The config with the flags, then the KEY=VALUE overrides, applied. ``--compile`` keeps a compile setting the
     config already has (``paper_vit_b16``'s ``tuned``) rather than downgrading it to ``true``."""
     cfg = load_config(source)
-    if args.compile and compiles(cfg.get("train", {}).get("compile")):
+    if args.compile and compiles(cfg.train.compile):
         flags = [f for f in flags if not f.startswith("train.compile=")]
     return apply_overrides(cfg, flags + args.overrides)
 
@@ -47,7 +46,7 @@ def _config(source: str | Path, flags: list[str], args: argparse.Namespace) -> d
 def _run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
-    from ..train.loop import TrainingDiverged, train
+    from ..train import TrainingDiverged, train
 
     flags = [f"{key}={json.dumps(getattr(args, name))}" for name, key in _FLAGS.items()
              if getattr(args, name, None) is not None]
@@ -70,16 +69,16 @@ def _run(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from ..models.loading import load_model
-    from ..train.loop import Dist, build_eval_loader, evaluate, setup_distributed
+    from ..train import build_eval_loader, evaluate, setup_distributed
 
-    d: Dist = setup_distributed()
+    d = setup_distributed()
     model = load_model(args.model).to(d.device)
     run_config = Path(args.model).expanduser() / "config.yaml"
-    trained_on = load_config(run_config)["data"] if run_config.is_file() else {}  # a run: its own dataset
-    dataset = args.dataset or trained_on.get("dataset", "fashion_mnist")
-    data_dir = args.data_dir or (trained_on.get("data_dir") if dataset == trained_on.get("dataset") else None)
-    data_cfg: dict[str, Any] = dict(dataset=dataset, data_dir=data_dir, eval_subset=args.subset)
-    result = evaluate(model, build_eval_loader(model, data_cfg, d, args.batch_size, args.split), d)
+    trained_on = load_config(run_config).data if run_config.is_file() else None  # a run: its own dataset
+    dataset = args.dataset or (trained_on.dataset if trained_on else "fashion_mnist")
+    data_dir = args.data_dir or (trained_on.data_dir if trained_on and dataset == trained_on.dataset else None)
+    data = DataConfig(dataset=dataset, data_dir=data_dir, eval_subset=args.subset)
+    result = evaluate(model, build_eval_loader(model, data, d, args.batch_size, args.split), d)
     if d.main:
         print(f"{args.model} on {dataset} {args.split}: accuracy {100 * result['acc']:.2f}% "
               f"(loss {result['loss']:.4f}, {result['count']} images)")

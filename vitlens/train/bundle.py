@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -14,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from ..data.fashion_mnist import locate
 from ..io import atomic_write
 from ..models.loading import WEIGHTS_DIR, load_model, model_metadata, save_model
-from .loop import Dist, build_eval_loader, evaluate
+from .config import DataConfig, load_config
+from .data import build_eval_loader
+from .loop import evaluate
 
 
 def machine(threads: int | None) -> str:
@@ -33,15 +35,14 @@ def machine(threads: int | None) -> str:
     return f"{cpu} CPU, {os.cpu_count()} cores ({used}), {gpu}, torch {torch.__version__}"
 
 
-def data_card(data_cfg: dict[str, Any], test_images: int) -> dict[str, Any]:
+def data_card(data: DataConfig, test_images: int) -> dict[str, Any]:
     """What the run trained and was scored on, read from its config and the files it found."""
-    subset = data_cfg.get("subset")
-    card = dict(dataset=data_cfg["dataset"],
-                train=f"the first {subset:,} training images" if subset else "all training images",
+    card = dict(dataset=data.dataset,
+                train=f"the first {data.subset:,} training images" if data.subset else "all training images",
                 test=(f"the {test_images:,} test images; the per-epoch test evaluations in metrics.jsonl were "
                       f"monitoring only: the final weights are used, no model selection"))
-    if data_cfg["dataset"] == "fashion_mnist":
-        card["files"] = f"IDX files in {locate('train', data_cfg.get('data_dir'))[0].parent}"
+    if data.dataset == "fashion_mnist":
+        card["files"] = f"IDX files in {locate('train', data.data_dir)[0].parent}"
     return card
 
 
@@ -49,16 +50,16 @@ def bundle_demo(run_dir: str | Path, name: str, command: str, seconds: float, pa
                 note: str = "") -> dict[str, Any]:
     """Copy a run's final weights to ``demo:<name>``, measure them on the full test split, write the card."""
     run_dir = Path(run_dir)
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg = load_config(run_dir / "config.yaml")
     model = load_model(run_dir)
-    result = evaluate(model, build_eval_loader(model, dict(cfg["data"], eval_subset=None), Dist()))
+    result = evaluate(model, build_eval_loader(model, dataclasses.replace(cfg.data, eval_subset=None)))
     path = save_model(model, WEIGHTS_DIR / f"{name}.safetensors")
     card = dict(
         name=f"demo:{name}", test_accuracy=round(result["acc"], 4), test_loss=round(result["loss"], 4),
         test_images=result["count"], parent=parent, command=command, training_time_s=round(seconds),
-        machine=machine(cfg["train"].get("threads")), date=time.strftime("%Y-%m-%d"),
-        data=data_card(cfg["data"], result["count"]),
-        model=model_metadata(model), config=cfg, size_bytes=path.stat().st_size, note=note)
+        machine=machine(cfg.train.threads), date=time.strftime("%Y-%m-%d"),
+        data=data_card(cfg.data, result["count"]),
+        model=model_metadata(model), config=cfg.to_dict(), size_bytes=path.stat().st_size, note=note)
     atomic_write(WEIGHTS_DIR / f"{name}.json", lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
     print(f"demo:{name}: test accuracy {100 * result['acc']:.2f}% ({result['count']} images), {path}")
     return card

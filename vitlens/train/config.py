@@ -1,27 +1,331 @@
-"""Run configuration: a packaged or user YAML file, then ``section.key=value`` overrides."""
+"""Run configuration: typed sections with their defaults, read from a packaged or user YAML file, then
+``section.key=value`` overrides.
+
+Every default lives in the dataclasses below; the packaged YAML files spell the recipes out in full, but a file may
+leave out any key that has a default. Each section checks its values when it is built, so a config that loads is
+one the training loop can run: an unknown key (``train.ema_decy``) or a value of the wrong type is refused with the
+key's name before any data or model is built.
+"""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
-import functools
+import types
+from dataclasses import dataclass, field, fields
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable, Literal, Mapping, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
+@dataclass(frozen=True, kw_only=True)
+class Section:
+    """A config section: each field is converted to and checked against its annotation when the section is built
+    (a YAML string such as ``3e-3``, which YAML 1.1 does not read as a number, becomes a float)."""
+
+    section: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        hints = _type_hints(type(self))
+        for f in fields(self):
+            value = check_value(f"{self.section}.{f.name}", getattr(self, f.name), hints[f.name])
+            object.__setattr__(self, f.name, value)  # frozen: the converted value replaces the given one once
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks that involve more than one field or a range; each raises ValueError naming the key."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig(Section):
+    """What to train and evaluate on (see :func:`vitlens.data.build_dataset`).
+
+    Args:
+        dataset: ``fashion_mnist``, ``cifar10``, ``cifar100``, ``folder``, ``synthetic`` or ``timm:<name>``.
+        data_dir: where the files are (Fashion-MNIST: else ``$VITLENS_DATA``, the Debian package, a download).
+        subset: train on the first N training images.
+        eval_subset: evaluate on the first N test images.
+        mean: per-channel normalisation; None: the dataset's statistics for a fresh model, the source model's
+            preprocessing for a fine-tuning start.
+        std: as ``mean``.
+        workers: DataLoader workers per process; ``auto``: 0 on CPU for in-memory datasets, else up to 8.
+        num_classes: classes of the head; None: counted from the training split.
+    """
+
+    section: ClassVar[str] = "data"
+    dataset: str
+    data_dir: str | None = None
+    subset: int | None = None
+    eval_subset: int | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    workers: Literal["auto"] | int = "auto"
+    num_classes: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AugmentConfig(Section):
+    """Training augmentation and label smoothing (see :func:`vitlens.data.build_transform`).
+
+    Args:
+        crop_padding: pad-and-crop by this many pixels (small-image datasets).
+        hflip: random horizontal flips; None: the pipeline's own default (on for natural images through timm,
+            off for small images).
+        rand_augment: a timm RandAugment string such as ``rand-m9-mstd0.5``.
+        random_erasing: timm RandomErasing probability.
+        mixup: mixup alpha (timm ``Mixup``); 0: off.
+        cutmix: CutMix alpha; 0: off.
+        label_smoothing: label-smoothing factor.
+    """
+
+    section: ClassVar[str] = "augment"
+    crop_padding: int = 0
+    hflip: bool | None = None
+    rand_augment: str | None = None
+    random_erasing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    label_smoothing: float = 0.0
+
+    def transform_options(self) -> dict[str, Any]:
+        """The options :func:`vitlens.data.build_transform` reads; an unset ``hflip`` is left out so the pipeline
+        applies its own default."""
+        options = dict(crop_padding=self.crop_padding, hflip=self.hflip, rand_augment=self.rand_augment,
+                       random_erasing=self.random_erasing)
+        return {k: v for k, v in options.items() if not (k == "hflip" and v is None)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig(Section):
+    """The optimizer (timm's ``create_optimizer_v2``; no weight decay on biases and norms).
+
+    Args:
+        name: a timm optimizer name: ``adamw`` (pre-training), ``momentum`` (SGD with classical momentum, fine-tuning).
+        lr: peak learning rate.
+        weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
+        betas: Adam's betas (Adam-family optimizers only).
+        momentum: SGD momentum (momentum optimizers only).
+        clip_grad: global gradient-norm clip; None or 0: no clipping.
+    """
+
+    section: ClassVar[str] = "optim"
+    name: str = "adamw"
+    lr: float
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    momentum: float = 0.9
+    clip_grad: float | None = None
+
+
+Decay = Literal["cosine", "linear"]
+DECAYS = get_args(Decay)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleConfig(Section):
+    """The learning-rate schedule (paper App. B): linear warm-up to ``optim.lr``, then decay to ``min_lr``.
+
+    Args:
+        warmup_steps: optimizer steps of linear warm-up.
+        decay: ``cosine`` or ``linear``.
+        min_lr: the learning rate at the last step.
+    """
+
+    section: ClassVar[str] = "schedule"
+    warmup_steps: int = 0
+    decay: Decay = "cosine"
+    min_lr: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(Section):
+    """The run: budget, batch, precision, checkpoints, logging.
+
+    Args:
+        epochs: passes over the training set (unless ``steps`` is set).
+        steps: total optimizer steps; overrides ``epochs``.
+        batch_size: the global batch: processes x ``accum_steps`` x per-process batch.
+        accum_steps: gradient-accumulation micro-batches per step.
+        seed: initial weights (the same on every rank), data order and augmentation (per rank).
+        amp: bf16 autocast; ``auto``: on CUDA only.
+        compile: torch.compile: false, true, ``tuned`` or a torch.compile mode (see ``compile_model``).
+        ema_decay: Polyak averaging of the weights (timm ``ModelEmaV3``); None: off.
+        ckpt_every: steps between checkpoints.
+        keep_last: checkpoints kept.
+        log_every: steps between ``metrics.jsonl`` records.
+        eval: evaluate on the test split after each epoch (monitoring only, no model selection).
+        stop_at: stop with a checkpoint at this step; continue later with ``--resume``.
+        threads: CPU threads per process; None: torch's default.
+        device: ``cuda``, ``cpu``...; None: CUDA when available.
+    """
+
+    section: ClassVar[str] = "train"
+    epochs: int | None = None
+    steps: int | None = None
+    batch_size: int
+    accum_steps: int = 1
+    seed: int = 0
+    amp: Literal["auto"] | bool = "auto"
+    compile: bool | str | None = False
+    ema_decay: float | None = None
+    ckpt_every: int = 1000
+    keep_last: int = 3
+    log_every: int = 20
+    eval: bool = True
+    stop_at: int | None = None
+    threads: int | None = None
+    device: str | None = None
+
+    def validate(self) -> None:
+        if not self.steps and self.epochs is None:
+            raise ValueError("set train.epochs or train.steps")
+
+
+SECTIONS: dict[str, type[Section]] = {cls.section: cls for cls in (DataConfig, AugmentConfig, OptimConfig,
+                                                                  ScheduleConfig, TrainConfig)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """A whole run's config; ``to_dict`` gives the YAML shape (sections as mappings) the run folder keeps.
+
+    Args:
+        name: the run's name (its default folder is ``runs/<name>-<time>``).
+        model: constructor arguments, kept open: ``arch`` (``vit`` with VisionTransformer fields, a
+            :func:`vitlens.create_model` name or a timm CNN) or ``source`` (anything :func:`vitlens.load_model`
+            accepts) and ``img_size``; the constructors refuse unknown names themselves.
+    """
+
+    name: str = "run"
+    model: dict[str, Any]
+    data: DataConfig
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> RunConfig:
+        """Build and check a config from its YAML shape; a missing section or key with a default takes it."""
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"a config is a mapping of sections, got {type(raw).__name__}")
+        for key, body in raw.items():
+            if key in SECTIONS and isinstance(body, Mapping):
+                for leaf in body:
+                    field_type(key, leaf)
+            elif key not in SECTIONS and key not in ("name", "model"):
+                raise ValueError(_unknown(key))
+        name = check_value("name", raw.get("name", "run"), str)
+        if not isinstance(raw.get("model"), Mapping):
+            raise ValueError(f"model must be a mapping of constructor arguments, got {raw.get('model')!r}")
+        # a section whose keys are all commented out reads as None
+        sections = {key: _section(cls_, {} if raw.get(key) is None else raw[key]) for key, cls_ in SECTIONS.items()}
+        return cls(name=name, model=dict(raw["model"]), **sections)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML shape: ``name``, then each section as a mapping."""
+        return dataclasses.asdict(self)
+
+
+def _section(cls: type[Section], body: Any) -> Section:
+    if not isinstance(body, Mapping):
+        raise ValueError(f"{cls.section} must be a mapping of keys, got {body!r}")
+    for f in fields(cls):
+        if f.name not in body and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ValueError(f"missing key {cls.section}.{f.name}")
+    return cls(**body)
+
+
+# ---- values and keys --------------------------------------------------------------------------------
+@cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _accept(value: Any, hint: Any) -> tuple[bool, Any]:
+    """Whether ``value`` fits ``hint`` (a type, a union, a Literal or a list), and the value converted to it."""
+    if get_origin(hint) in (Union, types.UnionType):
+        for option in get_args(hint):
+            ok, converted = _accept(value, option)
+            if ok:
+                return True, converted
+        return False, value
+    if get_origin(hint) is Literal:
+        return value in get_args(hint), value
+    if get_origin(hint) is list:
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        items = [_accept(v, get_args(hint)[0]) for v in value]
+        return all(ok for ok, _ in items), [v for _, v in items]
+    if hint is float:  # a string too: YAML 1.1 reads a number without a dot (3e-3) as one
+        try:
+            return not isinstance(value, bool), float(value)
+        except (TypeError, ValueError):
+            return False, value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is type(None):
+        return value is None, value
+    return isinstance(value, hint), value
+
+
+def _describe(hint: Any) -> str:
+    if get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_describe(option) for option in get_args(hint))
+    if get_origin(hint) is Literal:
+        values = get_args(hint)
+        return repr(values[0]) if len(values) == 1 else f"one of {values}"
+    if get_origin(hint) is list:
+        return "a list of " + {float: "numbers", int: "integers", str: "strings"}[get_args(hint)[0]]
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def check_value(key: str, value: Any, hint: Any) -> Any:
+    """``value`` converted to the type ``hint``; ValueError naming ``key`` and the expected type if it does not fit."""
+    ok, converted = _accept(value, hint)
+    if not ok:
+        raise ValueError(f"{key} must be {_describe(hint)}, got {value!r}")
+    return converted
+
+
+def known_keys() -> list[str]:
+    """Every ``section.key`` a config may set outside the open ``model`` section."""
+    return sorted(f"{section}.{f.name}" for section, cls in SECTIONS.items() for f in fields(cls))
+
+
+def _unknown(key: str) -> str:
+    names = known_keys()
+    close = difflib.get_close_matches(key, names, n=3)
+    return f"unknown key {key}" + (f"; did you mean {' or '.join(close)}?" if close
+                                   else f"; known keys: {', '.join(names)}")
+
+
+def field_type(section: str, key: str) -> Any:
+    """The annotation of ``section.key``; a typo (``train.ema_decy``) would otherwise be silently ignored."""
+    cls = SECTIONS.get(section)
+    hint = _type_hints(cls).get(key) if cls is not None and key in {f.name for f in fields(cls)} else None
+    if hint is None:
+        raise ValueError(_unknown(f"{section}.{key}"))
+    return hint
+
+
+# ---- files and overrides ----------------------------------------------------------------------------
 def list_configs() -> list[str]:
     """Names of the YAML configs packaged in ``vitlens/configs``."""
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
-def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
-    """Read a config and apply overrides.
+def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
+    """Read a config, apply overrides and check the result.
 
     Args:
-        name_or_path: a packaged config name (see :func:`list_configs`) or a YAML file path.
+        name_or_path: a packaged config name (see :func:`list_configs`) or a YAML file path (a run folder's
+            ``config.yaml`` too).
         overrides: ``"section.key=value"`` strings; values are parsed as YAML (``optim.lr=3e-4``,
             ``augment.hflip=false``, ``model.img_size=[32,32]``).
     """
@@ -32,58 +336,55 @@ def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict
             raise FileNotFoundError(f"no config {name_or_path!r}: not a file, and not one of the packaged "
                                     f"configs ({', '.join(list_configs())})")
     with open(path) as f:
-        config = yaml.safe_load(f) or {}
-    return apply_overrides(config, overrides)
+        raw = yaml.safe_load(f) or {}
+    merged = _overridden(raw, overrides) if isinstance(raw, Mapping) else raw
+    try:
+        return RunConfig.from_dict(merged)
+    except ValueError as e:  # the overrides were checked one by one: what is left comes from the file
+        raise ValueError(f"{path}: {e}") from None
 
 
-def compiles(setting: Any) -> bool:
-    """Whether a ``train.compile`` value asks for torch.compile (``vitlens.train.loop.compile_model`` says how)."""
-    return setting not in (None, False, "false", "eager")
+def apply_overrides(cfg: RunConfig | Mapping[str, Any], overrides: Iterable[str]) -> RunConfig:
+    """``cfg`` (a RunConfig or its YAML shape) with ``"section.key=value"`` overrides applied, checked."""
+    return RunConfig.from_dict(_overridden(cfg.to_dict() if isinstance(cfg, RunConfig) else cfg, overrides))
 
 
-# Keys the training loop reads beyond those the packaged configs spell out. The model section is open: its keys
-# are constructor arguments (VisionTransformer or timm), which reject unknown names themselves.
-EXTRA_KEYS = {"data": {"num_classes"}}
-
-
-@functools.cache  # the packaged files do not change while a process runs; sweeps load configs many times
-def known_keys() -> dict[str, frozenset[str]]:
-    """Every ``section.key`` the packaged configs use, plus :data:`EXTRA_KEYS`."""
-    known: dict[str, set[str]] = {k: set(v) for k, v in EXTRA_KEYS.items()}
-    for path in CONFIG_DIR.glob("*.yaml"):
-        for section, body in (yaml.safe_load(path.read_text()) or {}).items():
-            known.setdefault(section, set()).update(body if isinstance(body, dict) else ())
-    return {k: frozenset(v) for k, v in known.items()}
-
-
-def _check_key(item: str, section: str, leaf: str) -> None:
-    """A typo (``train.ema_decy``) would otherwise be stored and silently ignored."""
-    known = known_keys()
-    if section == "model" or leaf in known.get(section, ()):
-        return
-    names = sorted(f"{sec}.{k}" for sec, keys in known.items() for k in keys)
-    close = difflib.get_close_matches(f"{section}.{leaf}", names, n=3)
-    raise ValueError(f"override {item!r}: unknown key {section}.{leaf}"
-                     + (f"; did you mean {' or '.join(close)}?" if close else f"; known keys: {', '.join(names)}"))
-
-
-def apply_overrides(config: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """A copy of ``config`` with ``"a.b=value"`` overrides applied (values parsed as YAML); keys outside the
-    ``model`` section must be ones the training loop reads."""
-    config = copy.deepcopy(config)
+def _overridden(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """A copy of the YAML shape ``raw`` with each override's key and value checked and set."""
+    config = copy.deepcopy(dict(raw))
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"override {item!r} is not of the form section.key=value")
+        parsed = yaml.safe_load(value)
+        # one override sets one value: a mapping can only be YAML reading a colon in a name (data.dataset=timm:)
+        parsed = value if isinstance(parsed, dict) else parsed
+        try:
+            parsed = _checked_override(key, parsed)
+        except ValueError as e:
+            raise ValueError(f"override {item!r}: {e}") from None
         *parents, leaf = key.split(".")
-        if len(parents) == 1:
-            _check_key(item, parents[0], leaf)
         node = config
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {part!r} is not a section")
-        parsed = yaml.safe_load(value)
-        # one override sets one value: a mapping can only be YAML reading a colon in a name (data.dataset=timm:)
-        node[leaf] = value if isinstance(parsed, dict) else parsed
+        node[leaf] = parsed
     return config
+
+
+def _checked_override(key: str, value: Any) -> Any:
+    """An override's value converted to its key's type; the open ``model`` section takes any key and value."""
+    *parents, leaf = key.split(".")
+    if parents[:1] == ["model"]:
+        return value
+    if key == "name":
+        return check_value(key, value, str)
+    if len(parents) != 1:
+        raise ValueError(_unknown(key))
+    return check_value(key, value, field_type(parents[0], leaf))
+
+
+def compiles(setting: Any) -> bool:
+    """Whether a ``train.compile`` value asks for torch.compile (:func:`vitlens.train.compile_model` says how)."""
+    return setting not in (None, False, "false", "eager")
