@@ -2,6 +2,10 @@
 
 Every subcommand lives in a module of this package and registers itself; the science it calls lives in
 ``vitlens.analysis``, ``vitlens.bias`` and ``vitlens.train``, which never import the command line.
+
+Exit codes: 0 done; 2 bad input (a usage error, an unreadable or unfit file, a bad config value: one line on stderr
+saying what and what to do); 3 the numbers stopped being finite (training diverged, a NaN evaluation); 4 an I/O
+error while writing (a full disk, a folder that stopped being writable: the line names the path); 130 interrupted.
 """
 from __future__ import annotations
 
@@ -31,3 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ConnectionError, TypeError) as e:
         print(f"vitlens: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"vitlens: I/O error: {e}", file=sys.stderr)
+        return 4
+    except KeyboardInterrupt:
+        print("vitlens: interrupted", file=sys.stderr)
+        return 130
