@@ -1,19 +1,17 @@
-"""Multi-head self-attention (paper eq. 2), fused unless a capture asks for the probabilities."""
+"""Multi-head self-attention (paper eq. 2): fused, or with the probabilities materialised for ``vitlens.capture``."""
 from __future__ import annotations
-
-from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-# The recorders active in the current thread / asyncio task (see vitlens.capture). A ContextVar, not a
-# module flag, so two captures in two threads (two Streamlit sessions sharing one model) never mix.
-ACTIVE_RECORDERS: ContextVar[tuple] = ContextVar("vitlens_active_recorders", default=())
-
 
 class Attention(nn.Module):
-    """MSA with a fused qkv projection; state-dict names as timm (``qkv``, ``proj``).
+    """MSA with a fused qkv projection; state-dict names and the two paths as timm's ``Attention``.
+
+    ``fused_attn`` picks ``F.scaled_dot_product_attention`` (never materialising the N x N probabilities) or the
+    explicit softmax(q k^T / sqrt(d)), which passes the probabilities through ``attn_drop`` as timm does: that is
+    where :func:`vitlens.capture` reads them, for the layers it is asked for only.
 
     Args:
         dim: token width D.
@@ -31,6 +29,7 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
+        self.fused_attn = True
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
@@ -39,20 +38,10 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        recorder = None if torch.compiler.is_compiling() else _recorder_for(self)
-        if recorder is None:
+        if self.fused_attn:
             x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
         else:
-            # Materialise softmax(q k^T / sqrt(d)) only for the layers a capture asked for.
             attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-            attn = recorder.record_attention(self, attn)
             x = self.attn_drop(attn) @ v
         x = x.transpose(1, 2).reshape(B, N, C)
         return self.proj_drop(self.proj(x))
-
-
-def _recorder_for(module: nn.Module):
-    for recorder in ACTIVE_RECORDERS.get():
-        if recorder.wants(module):
-            return recorder
-    return None

@@ -8,7 +8,6 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from .attention import ACTIVE_RECORDERS
 from .block import Block, LayerNorm, low_precision_dtype
 from .patch_embed import HybridEmbed, PatchEmbed
 from .pos_embed import ResizeMode, resize_pos_embed
@@ -176,11 +175,8 @@ class VisionTransformer(nn.Module):
         x = self.pos_drop(x + pos_embed)  # + E_pos (eq. 1), then dropout
         if self.low_precision_residual and (dtype := low_precision_dtype(x.device.type)) is not None:
             x = x.to(dtype)
-        recorders = () if torch.compiler.is_compiling() else ACTIVE_RECORDERS.get()
-        for i, blk in enumerate(self.blocks):  # eq. 2-3
+        for blk in self.blocks:  # eq. 2-3
             x = blk(x)
-            for recorder in recorders:
-                recorder.record_tokens(self, i, x)
         return self.norm(x)  # LN(z_L)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
