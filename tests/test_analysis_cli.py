@@ -46,7 +46,7 @@ def test_rollout_cli_writes_html_png_json_and_matches_library(saved, tmp_path):
     x = vitlens.images.preprocess(vitlens.images.open_image(photo), model.data_config)
     with torch.no_grad(), vitlens.capture(model) as rec:
         model(x)
-    want = cls_map(attention_rollout(rec.attentions), model.grid_size)
+    want = cls_map(attention_rollout(rec.attentions), vitlens.token_layout(model))
     np.testing.assert_allclose(numbers["maps"]["rollout"], want.numpy(), rtol=1e-5)
     assert numbers["model"].endswith("vit.safetensors")
 

@@ -25,6 +25,11 @@ def with_cls(patch_attention, cls_mass=0.0):
     return a
 
 
+def lay(g, P, prefix=("cls",)):
+    """The layout of a g x g grid of P-pixel patches after ``prefix`` tokens."""
+    return vitlens.TokenLayout(prefix, (g, g), (P, P), "token" if prefix else "avg")
+
+
 def uniform_mean_pairwise_distance(g):
     """E||u - v|| for u, v independent and uniform on a g x g grid: offsets (dx, dy) occur (g-|dx|)(g-|dy|) times."""
     r = range(-(g - 1), g)
@@ -34,7 +39,7 @@ def uniform_mean_pairwise_distance(g):
 def test_self_attention_gives_zero():
     g = 4
     a = with_cls(torch.eye(g * g, dtype=torch.float64).expand(2, 3, -1, -1))
-    assert torch.all(mean_attention_distance([a, a], (g, g), 16) == 0)
+    assert torch.all(mean_attention_distance([a, a], lay(g, 16)) == 0)
 
 
 def test_fixed_neighbour_gives_patch_size():
@@ -42,7 +47,7 @@ def test_fixed_neighbour_gives_patch_size():
     target = torch.zeros(g * g, g * g, dtype=torch.float64)
     for i, (r, c) in enumerate(grid_coords(g)):  # the right neighbour, the left one in the last column
         target[i, r * g + (c + 1 if c + 1 < g else c - 1)] = 1
-    d = mean_attention_distance([with_cls(target.expand(1, 2, -1, -1))], (g, g), P)
+    d = mean_attention_distance([with_cls(target.expand(1, 2, -1, -1))], lay(g, P))
     torch.testing.assert_close(d, torch.full((1, 1, 2), float(P), dtype=torch.float64))
 
 
@@ -53,7 +58,7 @@ def test_uniform_attention_gives_mean_pairwise_distance(g):
     want = uniform_mean_pairwise_distance(g) * P
     if g == 2:  # by hand: 4 pairs at 0, 8 at 1, 4 at sqrt(2) among 16 ordered pairs
         assert want == pytest.approx((0.5 + math.sqrt(2) / 4) * P)
-    assert mean_attention_distance([a], (g, g), P).item() == pytest.approx(want, rel=1e-12)
+    assert mean_attention_distance([a], lay(g, P)).item() == pytest.approx(want, rel=1e-12)
 
 
 def test_class_token_options():
@@ -62,12 +67,13 @@ def test_class_token_options():
     for i, (r, c) in enumerate(grid_coords(g)):
         target[i, r * g + (c + 1 if c + 1 < g else c - 1)] = 1
     a = [with_cls(target.expand(1, 1, -1, -1), cls_mass=0.5)]
-    kw = dict(grid=(g, g), patch_size=P)
+    kw = dict(layout=lay(g, P))
     assert mean_attention_distance(a, **kw).item() == pytest.approx(P)  # renormalised over the patches
     assert mean_attention_distance(a, **kw, renormalize=False).item() == pytest.approx(P / 2)
     # class token as a query (row adds 0) and a key at distance 0: mean over 1 + g*g queries
-    assert mean_attention_distance(a, **kw, include_cls=True).item() == pytest.approx(g * g * P / 2 / (g * g + 1))
-    assert mean_attention_distance([a[0][..., 1:, 1:]], **kw, num_prefix_tokens=0, renormalize=False).item() == pytest.approx(P / 2)
+    assert mean_attention_distance(a, **kw, include_prefix=True).item() == pytest.approx(g * g * P / 2 / (g * g + 1))
+    no_prefix = mean_attention_distance([a[0][..., 1:, 1:]], lay(g, P, prefix=()), renormalize=False)
+    assert no_prefix.item() == pytest.approx(P / 2)
 
 
 def test_streaming_equals_one_batch_and_any_batch_size():
@@ -76,7 +82,7 @@ def test_streaming_equals_one_batch_and_any_batch_size():
     images = torch.rand(10, 3, 32, 32)
     with torch.no_grad(), vitlens.capture(model) as rec:
         model(prepare(images, model.data_config))
-    per_image = mean_attention_distance(rec.attentions, model.grid_size, model.patch_size)
+    per_image = mean_attention_distance(rec.attentions, vitlens.token_layout(model))
     for bs in (3, 10):
         got = attention_distance(model, images, batch_size=bs, progress=False)
         assert got["count"] == 10

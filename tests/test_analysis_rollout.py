@@ -8,6 +8,11 @@ import vitlens
 from vitlens.analysis import attention_rollout, cls_map, gradient_rollout, head_maps, patch_maps
 
 
+def lay(grid, prefix=("cls",)):
+    """The layout of a grid of patches after ``prefix`` tokens."""
+    return vitlens.TokenLayout(prefix, tuple(grid), (1, 1), "token" if prefix else "avg")
+
+
 def random_attention(L=3, B=2, H=4, N=10):
     return [torch.softmax(torch.randn(B, H, N, N) * 2, dim=-1) for _ in range(L)]
 
@@ -45,10 +50,10 @@ def test_identity_attention_gives_identity_and_uniform_maps():
     identity = [torch.eye(n).expand(1, 2, n, n)]
     joint = attention_rollout(identity)
     torch.testing.assert_close(joint[0], torch.eye(n))
-    m = cls_map(joint, grid)
+    m = cls_map(joint, lay(grid))
     assert torch.all(m == m.flatten()[0])
     uniform = [torch.full((1, 2, n, n), 1.0 / n)]  # (1/n + I) / 2: every patch gets 1/(2n) from the class row
-    torch.testing.assert_close(cls_map(attention_rollout(uniform), grid), torch.full((1, 3, 3), 0.5 / n))
+    torch.testing.assert_close(cls_map(attention_rollout(uniform), lay(grid)), torch.full((1, 3, 3), 0.5 / n))
 
 
 def test_discard_ratio_keeps_class_entries_and_stays_row_stochastic():
@@ -66,7 +71,7 @@ def test_discard_ratio_keeps_class_entries_and_stays_row_stochastic():
 
 def test_cls_map_gap_is_mean_over_rows():
     x = torch.rand(2, 4, 4)
-    torch.testing.assert_close(cls_map(x, (2, 2), num_prefix_tokens=0), x.mean(1).reshape(2, 2, 2))
+    torch.testing.assert_close(cls_map(x, lay((2, 2), prefix=())), x.mean(1).reshape(2, 2, 2))
 
 
 def test_gradient_rollout_equals_chefer_loop():
@@ -81,7 +86,7 @@ def test_gradient_rollout_equals_chefer_loop():
         for a, g in zip(rec.attentions, rec.attention_grads):
             r = r + (g[0] * a[0].detach()).clamp(min=0).mean(0) @ r
         torch.testing.assert_close(got[b], r, atol=1e-6, rtol=1e-4)
-    assert cls_map(got, model.grid_size).shape == (2, 4, 4)
+    assert cls_map(got, vitlens.token_layout(model)).shape == (2, 4, 4)
     model.zero_grad()
     default = gradient_rollout(model, x)  # the predicted class
     torch.testing.assert_close(default, gradient_rollout(model, x, target=model(x).argmax(-1)))
@@ -89,9 +94,9 @@ def test_gradient_rollout_equals_chefer_loop():
 
 def test_head_maps_and_threshold():
     attn = random_attention(L=2, B=2, H=3, N=17)
-    maps = head_maps(attn)
+    maps = head_maps(attn, lay((4, 4)))
     torch.testing.assert_close(maps, attn[-1][:, :, 0, 1:].reshape(2, 3, 4, 4))
-    kept = head_maps(attn, layer=0, threshold=0.6)
+    kept = head_maps(attn, lay((4, 4)), layer=0, threshold=0.6)
     full = attn[0][:, :, 0, 1:]
     for b in range(2):
         for h in range(3):
@@ -108,7 +113,7 @@ def test_patch_maps_read_the_query_row_on_a_non_square_grid(fusion, fuse):
     """What patch (r, c) of a 2 x 3 grid attends to: its own row of each layer (never its column), laid out on the
     grid row-major, written out with loops."""
     attn = random_attention(L=2, B=2, H=3, N=1 + 6)
-    got = patch_maps(attn, (1, 0), grid=(2, 3), head_fusion=fusion)
+    got = patch_maps(attn, (1, 0), lay((2, 3)), head_fusion=fusion)
     assert got.shape == (2, 2, 2, 3)
     query = 1 + 1 * 3 + 0  # the class token first, then row-major patches
     for b in range(2):
@@ -117,6 +122,6 @@ def test_patch_maps_read_the_query_row_on_a_non_square_grid(fusion, fuse):
             for r in range(2):
                 for c in range(3):
                     assert got[b, layer, r, c].item() == pytest.approx(fused[query, 1 + r * 3 + c], abs=1e-6)
-    torch.testing.assert_close(patch_maps(attn, 3, grid=(2, 3), head_fusion=fusion), got)  # by index
+    torch.testing.assert_close(patch_maps(attn, 3, lay((2, 3)), head_fusion=fusion), got)  # by index
     with pytest.raises(ValueError, match="outside the 2 x 3 grid"):
-        patch_maps(attn, 6, grid=(2, 3))
+        patch_maps(attn, 6, lay((2, 3)))

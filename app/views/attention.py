@@ -10,6 +10,7 @@ import torch
 from kit import inputs, models, show
 from vitlens.analysis import attention_rollout, cls_map, gradient_rollout, head_maps, patch_maps
 from vitlens.analysis.figures import heads_figure, rollout_figure
+from vitlens import token_layout
 from vitlens.data import class_names
 
 st.title("Attention")
@@ -23,7 +24,8 @@ x = inputs.model_input(source, inp)
 out = models.vit_forward(source, inp.digest, x)
 attentions, names = out["attentions"], class_names(model)
 shown = inputs.view(source, inp)
-prefix, grid, depth = model.num_prefix_tokens, model.grid_size, len(model.blocks)
+layout = token_layout(model, x.shape[-2:])
+prefix, grid, depth = layout.num_prefix_tokens, layout.grid, len(model.blocks)
 about = f"{source} on {inp.label}"
 
 top5 = show.top_k(out["logits"], names)
@@ -42,7 +44,7 @@ with right:
                         help="Zero this fraction of the weakest fused attention per layer (class token kept).")
     start = c3.slider("Start layer", 0, depth - 1, 0, key=f"start_layer:{source}")  # keyed: range is per model
     rollout = cls_map(attention_rollout(attentions, head_fusion=fusion, discard_ratio=discard, start_layer=start,
-                                        num_prefix_tokens=prefix), grid, prefix)
+                                        num_prefix_tokens=prefix), layout)
     fig = rollout_figure([shown], {"rollout": rollout}, f"Attention rollout: {about}")
     # clickable patch centres over the heatmap (Plotly selection events need points, not heatmap cells)
     rows, cols = np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), indexing="ij")
@@ -70,7 +72,7 @@ target = st.selectbox("Explain class", range(len(names)), index=int(top5["index"
 
 @st.cache_resource(show_spinner="Backpropagating to every layer's attention...", max_entries=32)
 def grad_map(source: str, digest: str, target: int, _x: torch.Tensor) -> torch.Tensor:
-    return cls_map(gradient_rollout(models.load(source), _x, target), grid, prefix)
+    return cls_map(gradient_rollout(models.load(source), _x, target), layout)
 
 
 relevance = grad_map(source, inp.digest, target, x)
@@ -81,14 +83,14 @@ show.show(fig, "gradient_rollout", pd.DataFrame(relevance[0].numpy()), "grad_fig
 # ---- every head of one layer ----------------------------------------------------------------------------------
 st.subheader("Class-token attention of every head")
 layer = st.slider("Layer", 1, depth, depth, key=f"head_layer:{source}")
-maps = head_maps(attentions, layer=layer - 1, grid=grid, num_prefix_tokens=prefix)[0]
+maps = head_maps(attentions, layout, layer=layer - 1)[0]
 fig = heads_figure(shown, maps, f"Layer {layer}, each head's class-token attention: {about}")
 show.show(fig, f"heads_layer{layer}", {"layer": layer, "maps": maps}, "heads_fig")
 
 # ---- what one patch attends to, layer by layer ----------------------------------------------------------------
 r, c = divmod(patch, grid[1])
 st.subheader(f"What patch ({r}, {c}) attends to, per layer ({fusion} over heads)")
-rows_q = patch_maps(attentions, patch, grid=grid, num_prefix_tokens=prefix, head_fusion=fusion)[0]
+rows_q = patch_maps(attentions, patch, layout, head_fusion=fusion)[0]
 fig = px.imshow(rows_q.numpy(), facet_col=0, facet_col_wrap=min(depth, 6), color_continuous_scale="Viridis",
                 facet_row_spacing=0.06, facet_col_spacing=0.01, title=f"Attention from patch ({r}, {c}): {about}")
 fig.for_each_annotation(lambda a: a.update(text=f"layer {int(a.text.split('=')[1]) + 1}"))

@@ -9,6 +9,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..images import prepare
+from ..models.timm_convert import data_config_of
 from .features import layer_features, layer_names
 
 
@@ -109,8 +110,8 @@ def layer_similarity(model_a: nn.Module, model_b: nn.Module, loader: Iterable, *
             if len(x) < 4:  # the unbiased HSIC estimator is undefined below 4 examples
                 continue
             seen += len(x)
-            fa = layer_features(model_a, prepare(x, model_a.data_config))
-            fb = layer_features(model_b, prepare(x, model_b.data_config))
+            fa = layer_features(model_a, prepare(x, data_config_of(model_a)))
+            fb = layer_features(model_b, prepare(x, data_config_of(model_b)))
             yield list(fa.values()), list(fb.values())
 
     cka = _minibatch_cka_matrix(pairs())

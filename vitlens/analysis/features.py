@@ -10,19 +10,20 @@ from tqdm.auto import tqdm
 
 from ..capture import capture
 from ..images import prepare
-from ..models.vit import VisionTransformer
+from ..models.layout import is_vit, token_layout
+from ..models.timm_convert import data_config_of
 
 Layers = Sequence[int] | Sequence[str] | None
 
 
 def layer_names(model: nn.Module) -> list[str]:
     """``block{i}`` for each ViT block, or the timm ``feature_info`` module names of a CNN (its stages)."""
-    if isinstance(model, VisionTransformer):
+    if is_vit(model):
         return [f"block{i}" for i in range(len(model.blocks))]
     info = getattr(model, "feature_info", None)
     if not info:
-        raise TypeError(f"{type(model).__name__} is neither a vitlens ViT nor a timm model with feature_info; "
-                        f"convert a timm ViT with vitlens.from_timm")
+        raise TypeError(f"{type(model).__name__} is neither a ViT vitlens.capture supports nor a timm model with "
+                        f"feature_info (a CNN's stages)")
     return [f["module"] for f in info]
 
 
@@ -43,7 +44,7 @@ def layer_outputs(model: nn.Module, images: torch.Tensor, layers: Layers = None,
     Wrap the call in ``torch.no_grad()`` when no gradient is needed (the ERF differentiates the outputs).
 
     Args:
-        model: a vitlens ViT (block outputs B x N x D, through :func:`vitlens.capture`); a timm CNN (stage maps
+        model: a ViT (block outputs B x N x D, through :func:`vitlens.capture`); a timm CNN (stage maps
             B x C x h x w, through timm's ``forward_intermediates``, the maps ``features_only=True`` returns); or any
             module whose submodules ``layers`` names (forward hooks).
         images: B x C x H x W in the model's input space.
@@ -55,7 +56,7 @@ def layer_outputs(model: nn.Module, images: torch.Tensor, layers: Layers = None,
         name -> output, in network order; and the logits (or pre-logits).
     """
     names = _chosen(model, layers)
-    if isinstance(model, VisionTransformer):
+    if is_vit(model):
         known = layer_names(model)
         if unknown := [n for n in names if n not in known]:
             raise ValueError(f"unknown ViT layer(s) {unknown}; valid: block0 .. block{len(known) - 1}")
@@ -84,11 +85,15 @@ def _hooked(model: nn.Module, images: torch.Tensor, names: list[str],
 
 
 def pool(model: nn.Module, output: torch.Tensor) -> torch.Tensor:
-    """One vector per image from a layer's output: the class token (``pool="token"``) or the token mean
-    (``"gap"``) of a ViT block, global average pooling of a CNN map."""
-    if isinstance(model, VisionTransformer):
-        return output[:, 0] if model.pool == "token" else output.mean(dim=1)
-    return output.mean(dim=(2, 3))
+    """One vector per image from a layer's output: for a ViT block the class token where the head reads it
+    (``pool="token"``), else the mean of the patch tokens (global average pooling, and SigLIP's attention-pool
+    models, whose pooling query exists only in the head); global average pooling of a CNN map."""
+    if not is_vit(model):
+        return output.mean(dim=(2, 3))
+    layout = token_layout(model)  # its prefix and pooling do not depend on the input size
+    if layout.pool == "token":
+        return output[:, layout.prefix.index("cls")]
+    return output[:, layout.num_prefix_tokens:].mean(dim=1)
 
 
 @torch.no_grad()
@@ -120,7 +125,7 @@ def dataset_features(model: nn.Module, data: Iterable, *, layers: Layers = None,
 
     Args:
         model: a vitlens ViT or a timm CNN.
-        data: an iterable of (images in [0, 1], labels) batches; each is prepared with ``model.data_config``.
+        data: an iterable of (images in [0, 1], labels) batches; each is prepared with the model's data config.
         layers: indices into :func:`layer_names`; all when None.
         progress: show a tqdm bar.
         desc: the bar's label.
@@ -131,7 +136,7 @@ def dataset_features(model: nn.Module, data: Iterable, *, layers: Layers = None,
     feats: dict[str, list[torch.Tensor]] = {}
     labels = []
     for images, y in tqdm(data, desc=desc, unit="batch", disable=not progress):
-        out = layer_features(model, prepare(images, model.data_config), layers=layers, pooled=True,
+        out = layer_features(model, prepare(images, data_config_of(model)), layers=layers, pooled=True,
                              pre_logits=True)
         for name, f in out.items():
             feats.setdefault(name, []).append(f.cpu())

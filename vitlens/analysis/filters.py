@@ -2,25 +2,24 @@
 from __future__ import annotations
 
 import torch
-
-from ..models.vit import VisionTransformer
+from torch import nn
 
 
 @torch.no_grad()
-def patch_embedding_components(model: VisionTransformer, k: int = 28) -> tuple[torch.Tensor, torch.Tensor]:
+def patch_embedding_components(model: nn.Module, k: int = 28) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``k`` principal components of E, as images.
 
     E (conv weight D x C x P x P) is read as D filters of C*P*P values, centred over the D filters and
     decomposed by SVD (scikit-learn's PCA, exact solver).
 
     Args:
-        model: a plain (non-hybrid) vitlens ViT; the hybrid's E acts on ResNet features, not pixels.
+        model: a plain (non-hybrid) ViT, vitlens's or timm's; the hybrid's E acts on ResNet features, not pixels.
         k: number of components (the paper shows 28); at most min(D, C*P*P).
 
     Returns:
         components k x C x P x P (unit norm, sign as PCA returns it) and the explained-variance ratio (k).
     """
-    if model.is_hybrid:
+    if hasattr(model.patch_embed, "backbone"):
         raise ValueError("the hybrid's patch embedding is a 1x1 projection of ResNet features, not pixel "
                          "filters; patch_embedding_components needs a plain ViT")
     weight = model.patch_embed.proj.weight.detach().double().cpu()  # D x C x P x P

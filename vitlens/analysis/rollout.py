@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Literal, Sequence
 
 import torch
+from torch import nn
 
 from ..capture import capture
-from ..models.vit import VisionTransformer
+from ..models.layout import TokenLayout
 
 HeadFusion = Literal["mean", "max", "min"]
 
@@ -52,7 +53,7 @@ def attention_rollout(attentions: Sequence[torch.Tensor], *, head_fusion: HeadFu
         discard_ratio: zero this fraction of the lowest fused entries per layer before adding the identity
             (Gildenblat's vit-explain option; 0 is the paper's rollout). Class-token entries are kept.
         start_layer: begin the product at this layer (earlier layers are treated as identity).
-        num_prefix_tokens: leading non-patch tokens (1 with a class token, 0 for ``pool="gap"``).
+        num_prefix_tokens: leading non-patch tokens (``layout.num_prefix_tokens``: class, distillation, register).
 
     Returns:
         B x N x N joint attention; rows sum to 1.
@@ -75,25 +76,30 @@ def attention_rollout(attentions: Sequence[torch.Tensor], *, head_fusion: HeadFu
     return joint
 
 
-def cls_map(x: torch.Tensor, grid: Sequence[int], num_prefix_tokens: int = 1) -> torch.Tensor:
-    """The image map of a B x N x N token-to-token matrix (rollout or relevance): B x gh x gw.
+def cls_map(x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """The image map of a B x N x N token-to-token matrix (rollout, relevance, one layer's attention): B x gh x gw.
 
-    With a class token it is the class row without the prefix columns. A ``pool="gap"`` model has no class
-    token; its prediction reads the mean of all tokens, so the map is the mean over all rows.
+    The class token's row over the patch columns; a model without a class token (SigLIP, ``pool="gap"``) has the
+    mean over the patch tokens' rows instead (:meth:`TokenLayout.query`). Prefix columns (class, distillation and
+    register tokens) are never folded into the grid: :func:`prefix_shares` gives them by name.
 
     Args:
-        x: B x N x N, N = num_prefix_tokens + gh * gw.
-        grid: (gh, gw) patch grid (``model.grid_size``).
-        num_prefix_tokens: 1 with a class token, 0 for ``pool="gap"``.
+        x: B x N x N, N = ``layout.num_tokens``.
+        layout: ``vitlens.token_layout(model)``.
     """
-    gh, gw = grid
-    if x.shape[-1] != num_prefix_tokens + gh * gw:
-        raise ValueError(f"{x.shape[-1]} tokens do not match grid {tuple(grid)} with {num_prefix_tokens} prefix")
-    row = x[:, 0] if num_prefix_tokens else x.mean(dim=1)
-    return row[:, num_prefix_tokens:].reshape(-1, gh, gw)
+    return layout.to_grid(layout.patches(layout.query(x)))
 
 
-def gradient_rollout(model: VisionTransformer, images: torch.Tensor,
+def prefix_shares(x: torch.Tensor, layout: TokenLayout) -> dict[str, torch.Tensor]:
+    """The same row as :func:`cls_map`, at the prefix tokens' columns: name -> B values (e.g. how much of the class
+    token's rollout goes to each register)."""
+    row = layout.query(x)
+    if row.shape[-1] != layout.num_tokens:
+        raise ValueError(f"{row.shape[-1]} tokens do not match the layout's {layout.num_tokens}")
+    return {name: row[..., i] for i, name in enumerate(layout.prefix)}
+
+
+def gradient_rollout(model: nn.Module, images: torch.Tensor,
                      target: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
     """Chefer et al. (2021) generic relevance: R = I; per block R <- R + mean_h((dy_t/dA * A)^+) R.
 
@@ -101,12 +107,12 @@ def gradient_rollout(model: VisionTransformer, images: torch.Tensor,
     gradient with respect to it), the bug this function exists to avoid.
 
     Args:
-        model: a vitlens ViT (eval mode for deterministic maps).
+        model: a ViT :func:`vitlens.capture` supports (eval mode for deterministic maps).
         images: B x C x H x W in the model's input space.
         target: class index per image (or one for all); the predicted class when None.
 
     Returns:
-        B x N x N relevance; the map is ``cls_map(R, model.grid_size, model.num_prefix_tokens)``.
+        B x N x N relevance; the map is ``cls_map(R, vitlens.token_layout(model))``.
     """
     with torch.enable_grad(), capture(model, grad=True) as rec:
         logits = model(images.detach().requires_grad_(True))

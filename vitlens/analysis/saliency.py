@@ -10,7 +10,8 @@ from torch import nn
 
 from ..capture import capture
 from ..images import prepare
-from ..models.vit import VisionTransformer
+from ..models.layout import token_layout
+from ..models.timm_convert import data_config_of
 from .attribution import grad_cam, integrated_gradients
 from .faithfulness import perturbation_curve
 from .rollout import attention_rollout, cls_map, gradient_rollout
@@ -29,16 +30,16 @@ class Saliency:
 
 def _black(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
     """A black image in the model's input space: Integrated Gradients' baseline."""
-    return prepare(torch.zeros(1, 1, *x.shape[-2:]), model.data_config)
+    return prepare(torch.zeros(1, 1, *x.shape[-2:]), data_config_of(model))
 
 
-def saliency_maps(vit: VisionTransformer, vit_input: torch.Tensor, cnn: nn.Module, cnn_input: torch.Tensor, *,
+def saliency_maps(vit: nn.Module, vit_input: torch.Tensor, cnn: nn.Module, cnn_input: torch.Tensor, *,
                   vit_target: int, cnn_target: int, ig_steps: int = 32,
                   attentions: Sequence[torch.Tensor] | None = None) -> dict[str, Saliency]:
     """The comparison's maps of one image, each for its model's ``target`` class.
 
     Args:
-        vit: a vitlens ViT; ``vit_input`` its 1 x C x H x W input.
+        vit: a ViT :func:`vitlens.capture` supports; ``vit_input`` its 1 x C x H x W input.
         cnn: a timm CNN (Grad-CAM reads its last stage); ``cnn_input`` its 1 x C x H x W input.
         vit_target: the class the ViT's maps explain; ``cnn_target`` the CNN's.
         ig_steps: Integrated Gradients' quadrature points (from a black image).
@@ -51,13 +52,13 @@ def saliency_maps(vit: VisionTransformer, vit_input: torch.Tensor, cnn: nn.Modul
         with torch.no_grad(), capture(vit) as rec:
             vit(vit_input)
         attentions = rec.attentions
-    grid, prefix = vit.grid_size, vit.num_prefix_tokens
+    layout = token_layout(vit, vit_input.shape[-2:])
+    rollout = attention_rollout(attentions, num_prefix_tokens=layout.num_prefix_tokens)
     ig = dict(steps=ig_steps)
     return {
-        "ViT rollout": Saliency("vit", vit_target, cls_map(attention_rollout(attentions, num_prefix_tokens=prefix),
-                                                           grid, prefix)[0]),
+        "ViT rollout": Saliency("vit", vit_target, cls_map(rollout, layout)[0]),
         "ViT gradient rollout": Saliency("vit", vit_target, cls_map(gradient_rollout(vit, vit_input, vit_target),
-                                                                    grid, prefix)[0]),
+                                                                    layout)[0]),
         "ViT IG": Saliency("vit", vit_target, integrated_gradients(
             vit, vit_input, vit_target, baseline=_black(vit_input, vit), **ig)[0].sum(0)),
         "CNN Grad-CAM": Saliency("cnn", cnn_target, grad_cam(cnn, cnn_input, cnn_target)[0]),

@@ -10,7 +10,8 @@ from torch import nn
 
 from ..analysis.distance import attention_distance
 from ..images import prepare
-from ..models.vit import VisionTransformer
+from ..models.layout import is_vit, token_layout
+from ..models.timm_convert import data_config_of
 from . import figures
 from .erf import erf_probe
 from .occlusion import occlusion_probe
@@ -33,7 +34,7 @@ def compare_models(models: Mapping[str, nn.Module], images: torch.Tensor, labels
     """Translation, occlusion / shuffling and ERF probes of every model on the same images.
 
     Args:
-        models: label -> vitlens ViT or timm CNN (eval mode, on their device).
+        models: label -> ViT or timm CNN (eval mode, on their device).
         images: N x C x H x W in [0, 1], before any model's normalisation (each model gets its own
             ``data_config``, so a 1-channel and a 3-channel model can be compared on the same images).
         labels: N class indices.
@@ -54,8 +55,8 @@ def compare_models(models: Mapping[str, nn.Module], images: torch.Tensor, labels
     unknown = set(probes) - set(PROBES)
     if unknown:
         raise ValueError(f"unknown probe(s) {sorted(unknown)}; choose from {list(PROBES)}")
-    vits = [m for m in models.values() if isinstance(m, VisionTransformer)]
-    patch_size = patch_size or (vits[0].patch_size if vits else None)
+    vits = [m for m in models.values() if is_vit(m)]
+    patch_size = patch_size or (token_layout(vits[0]).square_patch if vits else None)
     if "occlusion" in probes and patch_size is None:
         raise ValueError("a patch size is needed when no ViT is compared (it sets the PatchDrop squares)")
     step = on_step or (lambda _: None)
@@ -63,7 +64,7 @@ def compare_models(models: Mapping[str, nn.Module], images: torch.Tensor, labels
     out["attention_distance"] = {}
     out["score"] = "agreement with the clean prediction" if agreement else "accuracy"
     for label, model in models.items():
-        x = prepare(images, model.data_config)
+        x = prepare(images, data_config_of(model))
         if "translation" in probes:
             step(f"{label}: translation")
             out["translation"][label] = translation_probe(model, x[:translation_images], shifts,
@@ -76,7 +77,7 @@ def compare_models(models: Mapping[str, nn.Module], images: torch.Tensor, labels
         if "erf" in probes:
             step(f"{label}: effective receptive field")
             out["erf"][label] = erf_probe(model, x[:erf_images], batch_size=max(1, batch_size // 4))
-            if isinstance(model, VisionTransformer):
+            if is_vit(model):
                 d = attention_distance(model, images[:erf_images], batch_size=batch_size, progress=False)
                 out["attention_distance"][label] = d["mean"].mean(dim=-1).tolist()
     return out

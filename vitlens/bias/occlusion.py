@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..models.vit import VisionTransformer
+from ..models.layout import is_vit, token_layout
 
 DROP_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 SHUFFLE_GRIDS = (1, 2, 4, 7, 14)  # divide both 28 (Fashion-MNIST) and 224 (ImageNet)
@@ -89,7 +89,7 @@ def occlusion_probe(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     Every model sees the same masks and permutations for the same ``seed``, ``images`` and ``patch_size``.
 
     Args:
-        model: a vitlens ViT or a timm CNN, in eval mode.
+        model: a ViT or a timm CNN, in eval mode.
         images: N x C x H x W in the model's input space.
         labels: N class indices.
         patch_size: PatchDrop square side; the ViT's patch size when None (required for other models).
@@ -103,9 +103,9 @@ def occlusion_probe(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
         ``drop`` (``fraction``, ``accuracy``), ``shuffle`` (``grid``, ``accuracy``), ``patch_size``, ``count``.
     """
     if patch_size is None:
-        if not isinstance(model, VisionTransformer):
+        if not is_vit(model):
             raise ValueError("patch_size is needed for a CNN: pass the ViT's patch size so both see the same drops")
-        patch_size = model.patch_size
+        patch_size = token_layout(model).square_patch
     model.eval()
     labels = torch.as_tensor(labels).cpu()
     drop_correct = [0] * len(drop_fractions)

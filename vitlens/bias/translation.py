@@ -19,7 +19,7 @@ from typing import Literal, Sequence
 import torch
 from torch import nn
 
-from ..models.vit import VisionTransformer
+from ..models.layout import is_vit, token_layout
 from .maps import layer_maps
 
 Axis = Literal["x", "y", "xy"]
@@ -95,8 +95,8 @@ def equivariance_error(reference: torch.Tensor, shifted: torch.Tensor, shift: in
 
 def _stride(model: nn.Module, maps: dict[str, torch.Tensor], input_size: Sequence[int]) -> float:
     """Pixels per unit of the coarsest map: the patch size for a ViT, the output stride for a CNN."""
-    if isinstance(model, VisionTransformer):
-        return float(model.patch_size)
+    if is_vit(model):
+        return float(token_layout(model).square_patch)
     return max(input_size[-1] / m.shape[-1] for m in maps.values())
 
 
@@ -107,7 +107,7 @@ def translation_probe(model: nn.Module, images: torch.Tensor, shifts: Sequence[i
     """Consistency and per-layer equivariance error as curves over the shift size.
 
     Args:
-        model: a vitlens ViT, a timm CNN, or any module whose ``layers`` are given (see :func:`layer_maps`).
+        model: a ViT, a timm CNN, or any module whose ``layers`` are given (see :func:`layer_maps`).
         images: N x C x H x W in the model's input space.
         shifts: shift sizes in pixels; default 0 .. 2 x stride, so whole-unit (whole-patch) and sub-unit shifts
             alternate.

@@ -17,9 +17,11 @@ from ..analysis.filters import patch_embedding_components
 from ..analysis.heads import head_maps
 from ..analysis.posembed import position_embedding_similarity
 from ..analysis.probe import PAPER_SHOTS, linear_probe
-from ..analysis.rollout import attention_rollout, cls_map, gradient_rollout
+from ..analysis.rollout import attention_rollout, cls_map, gradient_rollout, prefix_shares
 from ..capture import capture
 from ..images import SAMPLE_PHOTOS, display_view, photo, prepare
+from ..models.layout import token_layout
+from ..models.vit import VisionTransformer
 from . import common
 
 EPILOG = common.SPEC_HELP + "\nImages: files, or the sample photos astronaut, chelsea, coffee, rocket (the default)."
@@ -67,19 +69,21 @@ def _rollout(args: argparse.Namespace) -> int:
     x = torch.cat([prepare(im, model.data_config) for im in images]).to(device)
     with torch.no_grad(), capture(model) as rec:
         probs = model(x).softmax(-1)
-    grid, prefix = model.grid_size, model.num_prefix_tokens
-    maps = {"rollout": cls_map(attention_rollout(rec.attentions, head_fusion=args.head_fusion,
-                                                 discard_ratio=args.discard_ratio, start_layer=args.start_layer,
-                                                 num_prefix_tokens=prefix), grid, prefix).cpu()}
+    layout = token_layout(model, x.shape[-2:])
+    joint = attention_rollout(rec.attentions, head_fusion=args.head_fusion, discard_ratio=args.discard_ratio,
+                              start_layer=args.start_layer, num_prefix_tokens=layout.num_prefix_tokens)
+    maps = {"rollout": cls_map(joint, layout).cpu()}
     if args.gradient and model.num_classes:
-        maps["gradient rollout"] = cls_map(gradient_rollout(model, x), grid, prefix).cpu()
+        maps["gradient rollout"] = cls_map(gradient_rollout(model, x), layout).cpu()
     top = probs.topk(min(5, probs.shape[-1]))
     title = _title(f"Attention rollout (head fusion {args.head_fusion}, discard {args.discard_ratio}, "
                    f"start layer {args.start_layer})", args, model, data)
     fig = figures.rollout_figure([display_view(im, model.data_config) for im in images], maps, title, labels)
     return _finish(args, {"rollout": fig}, dict(
-        data=data, images=labels, grid=grid, head_fusion=args.head_fusion, discard_ratio=args.discard_ratio,
-        start_layer=args.start_layer, maps=maps, top5_classes=top.indices, top5_probs=top.values))
+        data=data, images=labels, grid=layout.grid, prefix=layout.prefix, head_fusion=args.head_fusion,
+        discard_ratio=args.discard_ratio, start_layer=args.start_layer, maps=maps,
+        prefix_shares={k: v.cpu() for k, v in prefix_shares(joint, layout).items()},
+        top5_classes=top.indices, top5_probs=top.values))
 
 
 def _heads(args: argparse.Namespace) -> int:
@@ -89,8 +93,7 @@ def _heads(args: argparse.Namespace) -> int:
     x = torch.cat([prepare(im, model.data_config) for im in images]).to(device)
     with torch.no_grad(), capture(model, layers=[args.layer]) as rec:
         model(x)
-    maps = head_maps(rec.attentions, threshold=args.threshold, grid=model.grid_size,
-                     num_prefix_tokens=model.num_prefix_tokens).cpu()
+    maps = head_maps(rec.attentions, token_layout(model, x.shape[-2:]), threshold=args.threshold).cpu()
     layer = rec.layers[0]
     what = (f"Class-token attention per head, layer {layer + 1} of {len(model.blocks)}"
             + (f", top {args.threshold:.0%} mass" if args.threshold else ""))
@@ -104,29 +107,41 @@ def _distance(args: argparse.Namespace) -> int:
     device = common.device(args.device)
     model = common.load(args.model, device, need_vit=True)
     loader, data = _loader(args.data, model, args, limit=args.limit)
-    res = attention_distance(model, loader, include_cls=args.include_cls, renormalize=not args.no_renormalize)
-    title = _title(f"Mean attention distance per head (P = {model.patch_size} px, grid {model.grid_size})",
+    res = attention_distance(model, loader, include_prefix=args.include_prefix, renormalize=not args.no_renormalize)
+    layout = token_layout(model, model.data_config["input_size"][1:])
+    title = _title(f"Mean attention distance per head (P = {layout.patch_size[0]} px, grid {layout.grid})",
                    args, model, data)
-    uniform = patch_distances(model.grid_size, model.patch_size).mean().item()  # every query looks everywhere
+    uniform = patch_distances(layout.grid, layout.patch_size).mean().item()  # every query looks everywhere
     fig = figures.distance_figure(res["mean"], title, res["std"], uniform)
     return _finish(args, {"attention_distance": fig}, dict(
-        data=data, patch_size=model.patch_size, grid=model.grid_size, include_cls=args.include_cls,
-        renormalize=not args.no_renormalize, uniform_attention_distance=uniform, **res))
+        data=data, patch_size=layout.patch_size, grid=layout.grid, prefix=layout.prefix,
+        include_prefix=args.include_prefix, renormalize=not args.no_renormalize, uniform_attention_distance=uniform,
+        **res))
+
+
+def _resized(model: nn.Module, size: int) -> nn.Module:
+    """A copy of the model at another input size, its position table interpolated (vitlens's or timm's way)."""
+    m = copy.deepcopy(model)
+    if isinstance(m, VisionTransformer):
+        m.set_img_size(size)
+    else:
+        m.set_input_size(img_size=size)
+        m.data_config = {**m.data_config, "input_size": (m.data_config["input_size"][0], size, size)}
+    return m
 
 
 def _posembed(args: argparse.Namespace) -> int:
     model = common.load(args.model, need_vit=True)
+    own = tuple(model.data_config["input_size"][1:])
     figs, numbers = {}, {}
-    for size in [None] + [s for s in args.img_size or [] if (s, s) != model.img_size]:
-        m = model
-        if size is not None:
-            m = copy.deepcopy(model)
-            m.set_img_size(size)
+    for size in [None] + [s for s in args.img_size or [] if (s, s) != own]:
+        m = model if size is None else _resized(model, size)
         sim = position_embedding_similarity(m)
         name = "posembed" if size is None else f"posembed_{size}"
         what = "Position embedding similarity" + ("" if size is None else
                                                   f" after moving to {size} px (bicubic interpolation)")
-        figs[name] = figures.posembed_figure(sim, _title(what, args, m, f"learned weights, grid {m.grid_size}"))
+        grid = tuple(sim.shape[:2])
+        figs[name] = figures.posembed_figure(sim, _title(what, args, m, f"learned weights, grid {grid}"))
         numbers[name] = sim
     return _finish(args, figs, numbers)
 
@@ -204,7 +219,8 @@ def _attention_commands(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "distance", _distance, "mean attention distance per head and layer (paper Fig. 7 right)",
                  "fashion_mnist:test")
     p.add_argument("--limit", type=int, default=128, help="images (the paper used 128)")
-    p.add_argument("--include-cls", action="store_true", help="keep the class token as query and key")
+    p.add_argument("--include-prefix", "--include-cls", action="store_true",
+                   help="keep the prefix tokens (class, distillation, registers) as queries and keys")
     p.add_argument("--no-renormalize", action="store_true", help="do not rescale patch rows to sum to 1")
 
 

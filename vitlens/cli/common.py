@@ -22,12 +22,13 @@ def device(name: str | None) -> torch.device:
 
 def load(source: str, where: torch.device | str = "cpu", need_vit: bool = False) -> nn.Module:
     """``vitlens.load_model(source)`` on ``where``, in eval mode; ``need_vit`` refuses a CNN by name."""
+    from ..models.layout import SUPPORTED, is_vit
     from ..models.loading import load_model
-    from ..models.vit import VisionTransformer
 
     model = load_model(source).to(where).eval()
-    if need_vit and not isinstance(model, VisionTransformer):
-        raise TypeError(f"{source} is a {type(model).__name__}, not a ViT: this analysis reads attention")
+    if need_vit and not is_vit(model):
+        raise TypeError(f"{source} is a {type(model).__name__}, not a ViT: this analysis reads attention "
+                        f"(supported: {SUPPORTED})")
     return model
 
 

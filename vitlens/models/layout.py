@@ -27,10 +27,15 @@ def _timm_vit_classes() -> tuple[type, ...]:
     return TimmViT, Eva, Beit  # VisionTransformerDistilled is a VisionTransformer
 
 
+def is_vit(model: nn.Module) -> bool:
+    """Whether ``model`` is a ViT with global attention over its tokens (:data:`SUPPORTED`)."""
+    return isinstance(model, (VisionTransformer, *_timm_vit_classes()))
+
+
 def blocks_of(model: nn.Module) -> nn.ModuleList:
     """The transformer blocks of a ViT with global attention (:data:`SUPPORTED`); a clear TypeError for any other
     model (hierarchical or windowed attention such as Swin, and CNNs, have no N x N maps over the image)."""
-    if isinstance(model, (VisionTransformer, *_timm_vit_classes())):
+    if is_vit(model):
         return model.blocks
     raise TypeError(f"needs a ViT with global attention, got {type(model).__name__}; supported: {SUPPORTED}. "
                     f"Hierarchical or windowed attention (Swin, MaxViT...) and CNNs have no such maps")
@@ -67,6 +72,13 @@ class TokenLayout:
         return self.num_prefix_tokens + self.num_patches
 
     @property
+    def square_patch(self) -> int:
+        """P for square P x P patches (every family here); a ValueError names the shape otherwise."""
+        if self.patch_size[0] != self.patch_size[1]:
+            raise ValueError(f"patches of {self.patch_size[0]} x {self.patch_size[1]} pixels are not square")
+        return self.patch_size[0]
+
+    @property
     def has_class_token(self) -> bool:
         return "cls" in self.prefix
 
@@ -76,6 +88,14 @@ class TokenLayout:
             raise ValueError(f"{x.shape[dim]} tokens do not match the layout: {self.num_prefix_tokens} prefix "
                              f"({', '.join(self.prefix) or 'none'}) + {self.grid[0]} x {self.grid[1]} patches")
         return x.narrow(dim, self.num_prefix_tokens, self.num_patches)
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        """The row of a ... x N x N token-to-token matrix whose keys map onto the image: the class token's row, or,
+        with no class token (SigLIP, global-average-pooled models), the mean of the patch tokens' rows (each patch
+        asking in turn; registers never count as queries). ... x N."""
+        if self.has_class_token:
+            return x[..., self.prefix.index("cls"), :]
+        return self.patches(x, dim=-2).mean(dim=-2)
 
     def to_grid(self, x: torch.Tensor) -> torch.Tensor:
         """... x (gh * gw) values over the patches, last axis, as ... x gh x gw (row-major, as the tokens)."""

@@ -67,6 +67,12 @@ def timm_data_config(model: nn.Module) -> dict[str, Any]:
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()}
 
 
+def data_config_of(model: nn.Module) -> dict[str, Any]:
+    """A model's preprocessing: the ``data_config`` vitlens attaches (load_model, create_model, create_cnn), else
+    timm's own for a model made with ``timm.create_model``."""
+    return getattr(model, "data_config", None) or timm_data_config(model)
+
+
 # What from_timm lets a caller choose: options that leave the weights' meaning alone. The architecture is the model's.
 RUNTIME_FIELDS = ("dropout", "attn_dropout", "drop_path", "dynamic_img_size", "low_precision_residual")
 
