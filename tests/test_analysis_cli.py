@@ -54,6 +54,7 @@ def test_rollout_cli_writes_html_png_json_and_matches_library(saved, tmp_path):
 @pytest.mark.parametrize("argv,name", [
     (["heads", "--image", "astronaut", "--threshold", "0.6"], "heads_astronaut"),
     (["distance", "--data", "folder:test", "--batch-size", "5"], "attention_distance"),
+    (["norms", "--data", "folder:test", "--batch-size", "5"], "norms"),
     (["posembed", "--img-size", "56"], "posembed"),
     (["filters"], "filters"),
     (["cka", "--data", "folder:test", "--against", "{cnn}", "--batch-size", "6"], "cka"),

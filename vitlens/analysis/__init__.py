@@ -16,8 +16,9 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
     "features": ["dataset_features", "layer_features", "layer_names", "layer_outputs"],
     "filters": ["patch_embedding_components"],
     "heads": ["head_maps", "patch_maps"],
+    "norms": ["high_norm_tokens", "split_threshold", "token_norms"],
     "posembed": ["position_embedding_similarity"],
     "probe": ["PAPER_SHOTS", "evaluate_features", "fewshot_eval", "fewshot_ridge", "linear_probe", "logistic_probe"],
-    "rollout": ["attention_rollout", "cls_map", "fuse_heads", "gradient_rollout"],
+    "rollout": ["attention_rollout", "cls_map", "fuse_heads", "gradient_rollout", "prefix_shares"],
     "saliency": ["auc_table", "deletion_insertion", "saliency_maps"],
 })

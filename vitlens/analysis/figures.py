@@ -223,6 +223,54 @@ def deletion_insertion_figure(curves: Mapping[str, Mapping[str, Mapping[str, Any
     return fig.update_layout(title=title, height=460, width=1000)
 
 
+def norms_figure(norms: torch.Tensor, layers: Sequence[int], found: Mapping[str, Any], title: str) -> go.Figure:
+    """High-norm tokens per layer (Darcet et al. 2024): the distribution of patch-token norms (a histogram per
+    layer, log scale, the outlier threshold marked) beside the outliers per image and their share of the class
+    token's attention.
+
+    Args:
+        norms: images x layers x patches token norms (prefix tokens left out).
+        layers: the block index of each layer (numbered from 1 in the figure).
+        found: :func:`vitlens.analysis.norms.high_norm_tokens` output.
+        title: which model, which data.
+    """
+    logs = norms.double().clamp_min(1e-12).log10()
+    edges = torch.linspace(float(logs.min()), float(logs.max()) + 1e-9, 61, dtype=torch.float64)
+    hist = torch.stack([torch.histogram(logs[:, l].flatten(), edges).hist for l in range(logs.shape[1])])
+    names = [f"layer {l + 1}" for l in layers]
+    right = ("Outliers per image and their share of the class attention" if any(found["count"]) else
+             "No high-norm tokens: the norms are unimodal in every layer")
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.12, subplot_titles=(
+        "Patch-token norms per layer (share of tokens)", right))
+    centres = 10 ** ((edges[1:] + edges[:-1]) / 2)
+    fig.add_trace(go.Heatmap(z=(hist / hist.sum(1, keepdim=True)).numpy(), x=centres.numpy(), y=names,
+                             colorscale="Viridis", colorbar=dict(title="share", x=0.52)), row=1, col=1)
+    cut = [(t, n) for t, n in zip(found["thresholds"], names) if math.isfinite(t)]
+    if cut:
+        fig.add_trace(go.Scatter(x=[t for t, _ in cut], y=[n for _, n in cut], mode="markers", name="threshold",
+                                 marker=dict(symbol="line-ns-open", size=16, color="red", line_width=3)), row=1, col=1)
+    fig.add_trace(go.Bar(x=names, y=found["count"], name="outliers per image"), row=1, col=2)
+    fig.add_trace(go.Scatter(x=names, y=found["attention_share"], name="share of class attention",
+                             mode="lines+markers"), row=1, col=2)
+    fig.update_xaxes(type="log", title_text="token norm", row=1, col=1)
+    fig.update_yaxes(rangemode="tozero", row=1, col=2)
+    return _layout(fig, title, 1100, 80 + 28 * len(names) + 200, legend=dict(orientation="h", y=-0.15))
+
+
+def positions_figure(positions: torch.Tensor, layers: Sequence[int], title: str, wrap: int = 6) -> go.Figure:
+    """How often each patch holds a high-norm token, one grid per layer that has any (layers x gh x gw)."""
+    keep = [i for i in range(len(layers)) if positions[i].max() > 0] or list(range(len(layers)))
+    fig = px.imshow(positions[keep].numpy(), facet_col=0, facet_col_wrap=min(wrap, len(keep)), zmin=0, zmax=1,
+                    color_continuous_scale="Magma", facet_row_spacing=0.08, facet_col_spacing=0.02)
+    for ann in fig.layout.annotations:
+        ann.text = f"layer {layers[keep[int(ann.text.split('=')[1])]] + 1}"
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    rows = math.ceil(len(keep) / wrap)
+    return _layout(fig, title, max(180 * min(wrap, len(keep)) + 120, 560), 200 * rows,
+                   coloraxis_colorbar=dict(title="share of images"))
+
+
 def jsonable(obj: Any) -> Any:
     """Tensors and arrays to nested lists, keys to strings, recursively."""
     if isinstance(obj, (torch.Tensor, np.ndarray)):

@@ -1,4 +1,4 @@
-"""``vitlens analyze {rollout,heads,distance,posembed,filters,cka,probe}``: each analysis as figures (Plotly HTML
+"""``vitlens analyze {rollout,heads,norms,distance,posembed,filters,cka,probe}``: each analysis as figures (Plotly HTML
 and PNG) plus its numbers (JSON), for any model ``vitlens.load_model`` reads."""
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from ..analysis.cka import layer_similarity
 from ..analysis.distance import attention_distance, patch_distances
 from ..analysis.filters import patch_embedding_components
 from ..analysis.heads import head_maps
+from ..analysis.norms import high_norm_tokens, token_norms
 from ..analysis.posembed import position_embedding_similarity
 from ..analysis.probe import PAPER_SHOTS, linear_probe
 from ..analysis.rollout import attention_rollout, cls_map, gradient_rollout, prefix_shares
@@ -183,6 +184,25 @@ def _probe(args: argparse.Namespace) -> int:
                                               fewshot=res["fewshot"], l2_reg=args.l2_reg, C=args.C))
 
 
+def _norms(args: argparse.Namespace) -> int:
+    model = common.load(args.model, common.device(args.device), need_vit=True)
+    loader, data = _loader(args.data, model, args, limit=args.limit)
+    result = token_norms(model, loader, layers=args.layers)
+    found = high_norm_tokens(result, threshold=args.threshold, min_ratio=args.min_ratio)
+    layout, layers = result["layout"], result["layers"]
+    how = (f"threshold {args.threshold:g}" if args.threshold else
+           f"split per layer (mixture, ratio >= {args.min_ratio:g})")
+    figs = {"norms": figures.norms_figure(layout.patches(result["norms"]), layers, found, _title(
+                f"High-norm tokens (Darcet et al. 2024): {how}", args, model, data)),
+            "norm_positions": figures.positions_figure(found["positions"], layers, _title(
+                f"Where the high-norm tokens sit ({layout.grid[0]} x {layout.grid[1]} patches)", args, model, data))}
+    return _finish(args, figs, dict(
+        data=data, layers=layers, prefix=layout.prefix, grid=layout.grid, threshold=args.threshold,
+        min_ratio=args.min_ratio, **{k: v for k, v in found.items() if k != "outliers"},
+        prefix_norms={name: result["norms"][:, :, i].mean(0) for i, name in enumerate(layout.prefix)},
+        patch_norm_median=layout.patches(result["norms"]).median(dim=-1).values.median(dim=0).values))
+
+
 # ---- the parser -----------------------------------------------------------------------------------------
 def _command(sub: argparse._SubParsersAction, name: str, func, help_: str,
              data: str | None = None) -> argparse.ArgumentParser:
@@ -215,6 +235,14 @@ def _attention_commands(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "heads", _heads, "each head's class-token attention (DINO style)", "images")
     p.add_argument("--layer", type=int, default=-1)
     p.add_argument("--threshold", type=float, help="keep the patches holding this fraction of the mass")
+
+    p = _command(sub, "norms", _norms, "high-norm tokens per layer (Darcet et al. 2024, registers)",
+                 "fashion_mnist:test")
+    p.add_argument("--limit", type=int, default=128, help="images")
+    p.add_argument("--layers", type=int, nargs="*", help="block indices (default: all)")
+    p.add_argument("--threshold", type=float, help="a fixed outlier norm for every layer (default: split each "
+                   "layer's norms where they are bimodal)")
+    p.add_argument("--min-ratio", type=float, default=4.0, help="how far apart the two modes must be")
 
     p = _command(sub, "distance", _distance, "mean attention distance per head and layer (paper Fig. 7 right)",
                  "fashion_mnist:test")

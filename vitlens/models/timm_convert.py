@@ -63,8 +63,11 @@ def timm_data_config(model: nn.Module) -> dict[str, Any]:
     """timm's own preprocessing for this model (its pretrained config)."""
     from timm.data import resolve_model_data_config
 
-    cfg = resolve_model_data_config(model)
-    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()}
+    cfg = {k: (tuple(v) if isinstance(v, list) else v) for k, v in resolve_model_data_config(model).items()}
+    size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if size is not None:  # a ViT made at another size than its pretrained config's (timm keeps the config's)
+        cfg["input_size"] = (cfg["input_size"][0], *(size if isinstance(size, (tuple, list)) else (size, size)))
+    return cfg
 
 
 def data_config_of(model: nn.Module) -> dict[str, Any]:
