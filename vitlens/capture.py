@@ -19,7 +19,7 @@ import functools
 import threading
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -29,6 +29,8 @@ from .models.layout import blocks_of
 _ACTIVE: ContextVar[tuple[Recorder, ...]] = ContextVar("vitlens_active_recorders", default=())
 _LOCK = threading.Lock()
 _OPEN: dict[nn.Module, int] = {}  # attention module -> captures (in any thread) that have wrapped it
+OnAttention = Callable[[int, torch.Tensor], Any]
+
 
 class Recorder:
     """What a :func:`capture` saw in the latest forward pass.
@@ -41,14 +43,18 @@ class Recorder:
     """
 
     def __init__(self, model: nn.Module, attentions: bool, tokens: bool, layers: Iterable[int] | None,
-                 grad: bool) -> None:
+                 grad: bool, heads: Sequence[int] | None = None, dtype: torch.dtype | None = None,
+                 on_attention: OnAttention | None = None) -> None:
         blocks = blocks_of(model)
         depth = len(blocks)
         bad = [l for l in (layers or []) if not -depth <= l < depth]
         if bad:
             raise ValueError(f"layers {bad} out of range for a model with {depth} blocks")
+        if grad and (heads is not None or dtype is not None or on_attention is not None):
+            raise ValueError("capture(grad=True) keeps whole float maps in the graph: drop heads, dtype and "
+                             "on_attention")
         self.layers = list(range(depth)) if layers is None else sorted({l % depth for l in layers})
-        self.grad = grad
+        self.grad, self.heads, self.dtype, self.on_attention = grad, heads, dtype, on_attention
         self._slot = {id(blocks[l].attn): s for s, l in enumerate(self.layers)} if attentions else {}
         self.attentions: list[torch.Tensor | None] = [None] * len(self.layers) if attentions else []
         self.tokens: list[torch.Tensor | None] = [None] * len(self.layers) if tokens else []
@@ -57,11 +63,16 @@ class Recorder:
         return id(module) in self._slot
 
     def record_attention(self, module: nn.Module, attn: torch.Tensor) -> torch.Tensor:
+        slot = self._slot[id(module)]
         if self.grad and attn.requires_grad:
             attn.retain_grad()
-            self.attentions[self._slot[id(module)]] = attn
+            self.attentions[slot] = attn
+            return attn
+        kept = attn.detach() if self.heads is None else attn.detach()[:, list(self.heads)]
+        if self.on_attention is not None:  # reduced as the forward pass goes: nothing is kept here
+            self.on_attention(self.layers[slot], kept)
         else:
-            self.attentions[self._slot[id(module)]] = attn.detach()
+            self.attentions[slot] = kept if self.dtype is None else kept.to(self.dtype)
         return attn
 
     def record_tokens(self, slot: int, x: torch.Tensor) -> None:
@@ -128,7 +139,8 @@ def _token_hooks(blocks: nn.ModuleList, recorder: Recorder) -> list:
 
 @contextmanager
 def capture(model: nn.Module, *, attentions: bool = True, tokens: bool = False, layers: Iterable[int] | None = None,
-            grad: bool = False) -> Iterator[Recorder]:
+            grad: bool = False, heads: Sequence[int] | None = None, dtype: torch.dtype | None = None,
+            on_attention: OnAttention | None = None) -> Iterator[Recorder]:
     """Record attention maps and/or block outputs of ``model`` during forward passes inside the block.
 
     Layers not captured stay fused; outside the block the model runs exactly as before.
@@ -140,13 +152,18 @@ def capture(model: nn.Module, *, attentions: bool = True, tokens: bool = False, 
         tokens: record block outputs, B x N x D per captured layer.
         layers: block indices (negative counts from the end); all blocks when None.
         grad: keep the attention in the autograd graph and retain its gradient (for gradient rollout).
+        heads: keep only these heads of each map (B x len(heads) x N x N).
+        dtype: keep the maps in this dtype (``torch.float16`` halves their memory).
+        on_attention: called as ``on_attention(layer, attention)`` when each captured layer has run, instead of
+            keeping its map: analyses that reduce layer by layer (see :mod:`vitlens.analysis.stream`) then hold
+            no N x N map beyond the one being computed.
 
     Example:
         >>> with vitlens.capture(model, layers=[-1]) as rec:
         ...     logits = model(images)
         >>> rec.attentions[0].shape  # B x heads x N x N
     """
-    recorder = Recorder(model, attentions, tokens, layers, grad)
+    recorder = Recorder(model, attentions, tokens, layers, grad, heads, dtype, on_attention)
     blocks = blocks_of(model)
     wrapped = [blocks[l].attn for l in recorder.layers] if attentions else []
     hooks = _token_hooks(blocks, recorder) if tokens else []

@@ -19,6 +19,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
     "norms": ["high_norm_tokens", "split_threshold", "token_norms"],
     "posembed": ["position_embedding_similarity"],
     "probe": ["PAPER_SHOTS", "evaluate_features", "fewshot_eval", "fewshot_ridge", "linear_probe", "logistic_probe"],
-    "rollout": ["attention_rollout", "cls_map", "fuse_heads", "gradient_rollout", "prefix_shares"],
+    "rollout": ["attention_rollout", "cls_map", "fuse_heads", "gradient_rollout", "prefix_shares", "rollout_step"],
     "saliency": ["auc_table", "deletion_insertion", "saliency_maps"],
+    "stream": ["streamed_maps"],
 })

@@ -58,22 +58,35 @@ def attention_rollout(attentions: Sequence[torch.Tensor], *, head_fusion: HeadFu
     Returns:
         B x N x N joint attention; rows sum to 1.
     """
-    if not 0.0 <= discard_ratio < 1.0:
-        raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
     layers = list(attentions)[start_layer:]
     if not layers:
         raise ValueError(f"no attention layers from start_layer={start_layer} on ({len(attentions)} given)")
-    B, _, N, _ = layers[0].shape
-    eye = torch.eye(N, dtype=layers[0].dtype, device=layers[0].device)
-    joint = eye.expand(B, N, N)
+    joint = None
     for attention in layers:
-        a = fuse_heads(attention, head_fusion)
-        if discard_ratio > 0:
-            a = _discard_lowest(a, discard_ratio, num_prefix_tokens)
-        a = a + eye
-        a = a / a.sum(dim=-1, keepdim=True)  # rows, not columns: keepdim keeps the row sums aligned
-        joint = a @ joint
+        joint = rollout_step(joint, attention, head_fusion=head_fusion, discard_ratio=discard_ratio,
+                             num_prefix_tokens=num_prefix_tokens)
     return joint
+
+
+def rollout_step(joint: torch.Tensor | None, attention: torch.Tensor, *, head_fusion: HeadFusion = "mean",
+                 discard_ratio: float = 0.0, num_prefix_tokens: int = 1) -> torch.Tensor:
+    """One layer of :func:`attention_rollout`: J_l = A_hat_l J_(l-1), with J_0 = I when ``joint`` is None.
+
+    Args:
+        joint: the running product B x N x N, or None before the first layer.
+        attention: this layer's B x H x N x N attention.
+        head_fusion, discard_ratio, num_prefix_tokens: as in :func:`attention_rollout`.
+    """
+    if not 0.0 <= discard_ratio < 1.0:
+        raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
+    n = attention.shape[-1]
+    eye = torch.eye(n, dtype=attention.dtype, device=attention.device)
+    a = fuse_heads(attention, head_fusion)
+    if discard_ratio > 0:
+        a = _discard_lowest(a, discard_ratio, num_prefix_tokens)
+    a = a + eye
+    a = a / a.sum(dim=-1, keepdim=True)  # rows, not columns: keepdim keeps the row sums aligned
+    return a if joint is None else a @ joint
 
 
 def cls_map(x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
