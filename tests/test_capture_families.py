@@ -151,3 +151,25 @@ def test_an_exception_inside_the_block_leaves_no_wrapper_and_fused_attention_aft
         with vitlens.capture(model, layers=[0]):
             model(torch.randn(1, 3, 224, 224))
         assert len(calls) == 3  # only the uncaptured block fused
+
+
+def test_load_model_gives_every_family_with_its_preprocessing(monkeypatch):
+    """`load_model("timm:<name>")` through timm's hub loading (replaced here by the same architectures' random
+    weights: this machine is offline): the paper's ViT converts to vitlens's, every other family stays timm's, each
+    with its data config, and capture and the layout work on what comes back."""
+    create = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda name, pretrained=False, **kw: create(name, pretrained=False,
+                                                                                           depth=1, **kw))
+    converted = set()
+    for name, _, prefix, _ in FAMILIES:
+        model = vitlens.load_model(f"timm:{name}")
+        if isinstance(model, vitlens.VisionTransformer):
+            converted.add(name)
+        assert vitlens.token_layout(model).prefix == prefix
+        c, h, w = model.data_config["input_size"]
+        with torch.no_grad(), vitlens.capture(model) as rec:
+            model(torch.randn(1, c, h, w))
+        assert rec.attentions[0].shape[-1] == vitlens.token_layout(model).num_tokens
+    # the paper's architecture (DINO and MAE trained it differently) becomes vitlens's model; the others stay timm's
+    assert converted == {"vit_tiny_patch16_224.augreg_in21k_ft_in1k", "vit_small_patch16_224.dino",
+                         "vit_base_patch16_224.mae"}

@@ -24,6 +24,8 @@ def timm_vit_config(model: nn.Module) -> dict[str, Any]:
     problems = []
     if getattr(model, "reg_token", None) is not None:
         problems.append("register tokens")
+    if getattr(model, "dist_token", None) is not None:
+        problems.append("a distillation token")
     if getattr(model, "no_embed_class", False):
         problems.append("position embeddings without a class slot (no_embed_class)")
     if not isinstance(getattr(blk, "ls1", nn.Identity()), nn.Identity):
