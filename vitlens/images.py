@@ -69,11 +69,27 @@ def open_image(source: str | Path | bytes | BinaryIO, *, name: str | None = None
             img.load()
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(f"{name} is not an image vitlens can read (PNG, JPEG, WebP, BMP, GIF, TIFF): {e}") from e
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageError(f"{name} is truncated or corrupt: {e}") from e
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as e:
+        raise _decode_error(name, e) from e
     return _to_rgb(ImageOps.exif_transpose(img))
+
+
+def _decode_error(name: str, e: Exception) -> ImageError:
+    """What PIL's error while opening or decoding ``name`` means, in words."""
+    from PIL import PngImagePlugin
+
+    if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return ImageError(f"{name} is refused as a decompression bomb: {e}")
+    # PIL's PngImagePlugin raises this ValueError when a compressed text (zTXt, iTXt) or colour-profile (iCCP)
+    # chunk inflates past MAX_TEXT_CHUNK; the image itself may be small and intact.
+    if isinstance(e, ValueError) and "decompressed data too large" in str(e).lower():
+        return ImageError(f"{name} is refused as a decompression bomb in a PNG metadata chunk: a compressed text or "
+                          f"colour-profile chunk (zTXt, iTXt or iCCP) inflates past "
+                          f"{PngImagePlugin.MAX_TEXT_CHUNK / 2**20:g} MB; save the image again without its metadata")
+    if isinstance(e, UnidentifiedImageError):
+        return ImageError(f"{name} is not an image vitlens can read (PNG, JPEG, WebP, BMP, GIF, TIFF): {e}")
+    return ImageError(f"{name} is truncated or corrupt: {e}")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

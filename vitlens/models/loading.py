@@ -1,12 +1,15 @@
 """``load_model``: timm's hub, Google ``.npz``, safetensors / PyTorch files, run directories, bundled demos."""
 from __future__ import annotations
 
+import collections.abc
 import json
 import logging
 import os
+import types
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Literal, Mapping, Sequence, Union, get_args, get_origin, get_type_hints
 
 import torch
 from torch import nn
@@ -14,7 +17,8 @@ from torch import nn
 from ..io import atomic_write
 from .cnn import create_cnn
 from .configs import CONFIG_FIELDS
-from .state_dict import METADATA_KEY, CheckpointError, infer_vit_config, load_weights, read_state_dict
+from .state_dict import (METADATA_KEY, CheckpointError, check_finite, infer_vit_config, load_weights,
+                         read_state_dict)
 from .timm_convert import UnsupportedModelError, from_timm, timm_data_config
 from .vit import VisionTransformer
 
@@ -66,14 +70,73 @@ def _run_dir_weights(path: Path) -> Path:
     return ckpts[-1]
 
 
+# What preprocess() reads of a data config, as the types a saved one must have.
+DATA_CONFIG_HINTS = dict(input_size=Sequence[int], mean=Sequence[float], std=Sequence[float], interpolation=str,
+                         crop_pct=float, crop_mode=str)
+
+
+@cache
+def _constructor_hints(build: Callable) -> dict[str, Any]:
+    return get_type_hints(build.__init__ if isinstance(build, type) else build)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a constructor's annotation (the kinds VisionTransformer and create_cnn use)."""
+    if get_origin(hint) in (Union, types.UnionType):
+        return any(_fits(value, option) for option in get_args(hint))
+    if get_origin(hint) is Literal:
+        return value in get_args(hint)
+    if get_origin(hint) is collections.abc.Sequence:
+        return isinstance(value, (list, tuple)) and all(_fits(v, get_args(hint)[0]) for v in value)
+    if hint in (int, float):  # JSON has no int/float distinction for 3.0, and bool is an int in Python
+        return isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
+    return hint is Any or (value is None if hint is type(None) else isinstance(value, hint))
+
+
+def _describe(hint: Any) -> str:
+    """An annotation in JSON's words: ``int | Sequence[int]`` is "int or a list of int"."""
+    if get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_describe(option) for option in get_args(hint))
+    if get_origin(hint) is Literal:
+        return " or ".join(map(repr, get_args(hint)))
+    if get_origin(hint) is collections.abc.Sequence:
+        return f"a list of {_describe(get_args(hint)[0])}"
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def _metadata_problem(meta: Mapping[str, Any]) -> str | None:
+    """What is wrong with a file's vitlens metadata, or None. A field of the wrong type would otherwise fail deep
+    inside the model: a width saved as a string gives "not all arguments converted during string formatting" from
+    ``embed_dim % num_heads``."""
+    kind, config, data_config = meta.get("kind", "vit"), meta.get("config"), meta.get("data_config") or {}
+    if kind not in ("vit", "cnn"):
+        return f"has kind {kind!r}, not 'vit' or 'cnn'"
+    for name, value in (("config", config), ("data_config", data_config)):
+        if not isinstance(value, Mapping):
+            kind_of = f"a JSON {type(value).__name__}"
+            return f"has no {name!r} object" if value is None else f"has a {name!r} that is {kind_of}"
+    hints = _constructor_hints(create_cnn if kind == "cnn" else VisionTransformer)
+    for name, fields, field_hints in (("config", config, hints), ("data_config", data_config, DATA_CONFIG_HINTS)):
+        for key, value in fields.items():
+            if key in field_hints and not _fits(value, field_hints[key]):
+                return f"has {name}.{key} = {value!r}, which is not {_describe(field_hints[key])}"
+    return None
+
+
 def _build(meta: Mapping[str, Any], sd: Mapping[str, torch.Tensor], source: str,
            overrides: Mapping[str, Any]) -> nn.Module:
-    if meta.get("kind") == "cnn":
-        model = create_cnn(**meta["config"])
-    else:
-        config = {k: v for k, v in meta["config"].items() if k in CONFIG_FIELDS}
-        model = VisionTransformer(**{**config, **overrides})
-    load_weights(model, sd, source)
+    """The model ``meta`` describes, filled with ``sd`` (already checked for non-finite values by the caller)."""
+    if problem := _metadata_problem(meta):
+        raise CheckpointError(f"{source}: its vitlens metadata {problem}; re-save the model with vitlens.save_model")
+    try:
+        if meta.get("kind") == "cnn":
+            model = create_cnn(**meta["config"])
+        else:
+            config = {k: v for k, v in meta["config"].items() if k in CONFIG_FIELDS}
+            model = VisionTransformer(**{**config, **overrides})
+    except (TypeError, ValueError, RuntimeError) as e:  # values of the right type that still make no model
+        raise CheckpointError(f"cannot build the model of {source}: {e}") from e
+    load_weights(model, sd, source, allow_nonfinite=True)
     if meta.get("data_config"):
         model.data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["data_config"].items()}
     return model
@@ -169,7 +232,7 @@ def fetch_timm_weights(name: str, tqdm_class: type | None = None) -> Path | None
         raise _download_error(name, e) from e
 
 
-def _load_timm(name: str, num_classes: int | None, overrides: Mapping[str, Any]) -> nn.Module:
+def _load_timm(name: str, num_classes: int | None, overrides: Mapping[str, Any], allow_nonfinite: bool) -> nn.Module:
     import timm
 
     _check_timm_name(name)
@@ -178,6 +241,8 @@ def _load_timm(name: str, num_classes: int | None, overrides: Mapping[str, Any])
             model = timm.create_model(name, pretrained=True)
     except Exception as e:
         raise _download_error(name, e) from e
+    if not allow_nonfinite:
+        check_finite(model.state_dict(), f"timm:{name}")
     try:
         return from_timm(model, **overrides)
     except UnsupportedModelError:  # not a ViT: keep the timm model (CNN baselines) with its preprocessing
@@ -209,18 +274,20 @@ def _weights_path(src: str) -> Path:
     return _run_dir_weights(path) if path.is_dir() else path
 
 
-def _load_file(src: str, overrides: Mapping[str, Any]) -> nn.Module:
+def _load_file(src: str, overrides: Mapping[str, Any], allow_nonfinite: bool) -> nn.Module:
     path = _weights_path(src)
     sd, meta = read_state_dict(path)
+    if not allow_nonfinite:  # once, before building: a broken file is refused before a big model is made for it
+        check_finite(sd, str(path))
     if meta is None:
-        config = infer_vit_config(sd)
+        config = infer_vit_config(sd, str(path))
         log.info("%s: no vitlens metadata; architecture read off the shapes: %s", path, config)
         meta = dict(kind="vit", config=config)
     return _build(meta, sd, str(path), overrides)
 
 
 def load_model(source: str | Path, *, num_classes: int | None = None, img_size: int | tuple[int, int] | None = None,
-               **overrides: Any) -> nn.Module:
+               allow_nonfinite: bool = False, **overrides: Any) -> nn.Module:
     """Load a model from timm's hub, a file, a run directory or the bundled demos.
 
     Args:
@@ -229,6 +296,8 @@ def load_model(source: str | Path, *, num_classes: int | None = None, img_size: 
             a vitlens run directory, or ``"demo:<name>"`` (see :func:`list_demo_models`).
         num_classes: if it differs from the checkpoint, the head is replaced by a zero-initialised linear layer.
         img_size: if it differs, the position embeddings are interpolated (bicubic) to the new grid.
+        allow_nonfinite: load weights holding NaN or inf; by default they are refused, naming the first such
+            tensor (they would make every output NaN).
         **overrides: architecture fields the file cannot tell (``num_heads`` for a bare state dict) or runtime
             options (``dropout``, ``drop_path``, ``dynamic_img_size``...).
 
@@ -236,7 +305,10 @@ def load_model(source: str | Path, *, num_classes: int | None = None, img_size: 
         A :class:`VisionTransformer` (eval mode), or for CNN sources the timm model, each with ``data_config``.
     """
     src = str(source)
-    model = _load_timm(src[5:], num_classes, overrides) if src.startswith("timm:") else _load_file(src, overrides)
+    if src.startswith("timm:"):
+        model = _load_timm(src[5:], num_classes, overrides, allow_nonfinite)
+    else:
+        model = _load_file(src, overrides, allow_nonfinite)
     if isinstance(model, VisionTransformer):
         if img_size is not None and tuple(model._checked_img_size(img_size)) != model.img_size:
             log.info("%s: position embeddings resized from %s to %s (bicubic)", src, model.img_size, img_size)

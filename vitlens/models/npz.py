@@ -15,6 +15,13 @@ import torch
 PREFIXES = ("opt/target/", "params/", "")
 
 
+class NpzLayoutError(KeyError):
+    """An array the conversion needs is missing; ``str()`` names it and the layout the file was read as."""
+
+    def __str__(self) -> str:  # KeyError's own str() quotes the whole message
+        return str(self.args[0])
+
+
 def _t(a: np.ndarray) -> torch.Tensor:
     """Flax layouts to PyTorch: HWIO conv to OIHW, (in, out) dense to (out, in)."""
     if a.ndim == 4 and a.shape[:3] == (1, 1, 1):  # BiT stores GroupNorm params as 1x1x1xC
@@ -34,9 +41,11 @@ def npz_to_state_dict(arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, torch
     """
     prefix = next((p for p in PREFIXES if f"{p}embedding/kernel" in arrays), None)
     if prefix is None:
-        raise KeyError("no 'embedding/kernel' (nor with an 'opt/target/' or 'params/' prefix): "
-                       "not a Google ViT checkpoint")
-    w = _Arrays({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}, big_vision=prefix == "params/")
+        names = sorted(arrays)
+        raise NpzLayoutError(f"no 'embedding/kernel' array (nor with an 'opt/target/' or 'params/' prefix), so not a "
+                             f"Google ViT checkpoint; it holds {len(names)} arrays{': ' if names else ''}"
+                             f"{', '.join(names[:4])}{' ...' if len(names) > 4 else ''}")
+    w = _Arrays({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}, prefix)
     sd = {"patch_embed.proj.weight": _t(w["embedding/kernel"]), "patch_embed.proj.bias": _t(w["embedding/bias"]),
           "pos_embed": torch.from_numpy(np.asarray(w[w.pos_embed], dtype=np.float32))}
     if "cls" in w:
@@ -54,21 +63,33 @@ def npz_to_state_dict(arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, torch
 class _Arrays(dict):
     """The checkpoint's arrays without prefix, and which of the two layouts they are in: vision_transformer
     (posembed_input, MHA_1, MlpBlock_3, LayerNorm_2) or big_vision ('params/', pos_embedding at the root, MHA_0,
-    MlpBlock_0, LayerNorm_1, blocks optionally stacked along a first axis: "scanned")."""
+    MlpBlock_0, LayerNorm_1, blocks optionally stacked along a first axis: "scanned"). A missing array raises
+    :class:`NpzLayoutError` naming it and the layout."""
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], big_vision: bool) -> None:
+    def __init__(self, arrays: Mapping[str, np.ndarray], prefix: str) -> None:
         super().__init__(arrays)
+        self.prefix = prefix
         self.scanned = "Transformer/encoderblock/LayerNorm_0/scale" in self
-        big_vision = big_vision or "pos_embedding" in self or self.scanned
-        names = (("MultiHeadDotProductAttention_0", "MlpBlock_0", "LayerNorm_1") if big_vision else
+        self.big_vision = prefix == "params/" or "pos_embedding" in self or self.scanned
+        names = (("MultiHeadDotProductAttention_0", "MlpBlock_0", "LayerNorm_1") if self.big_vision else
                  ("MultiHeadDotProductAttention_1", "MlpBlock_3", "LayerNorm_2"))
         self.mha, self.mlp, self.ln2 = names
-        self.pos_embed = "pos_embedding" if "pos_embedding" in self else "Transformer/posembed_input/pos_embedding"
+        vit_pos = "Transformer/posembed_input/pos_embedding"  # big_vision's is at the root, also when missing
+        root = "pos_embedding" in self or self.big_vision and vit_pos not in self
+        self.pos_embed = "pos_embedding" if root else vit_pos
         if self.scanned:
             self.depth = self["Transformer/encoderblock/LayerNorm_0/scale"].shape[0]
-        else:
+        else:  # no block at all: depth 1, so that block 0's first array is named as missing
             blocks = (re.match(r"Transformer/encoderblock_(\d+)/", k) for k in self)
-            self.depth = 1 + max(int(m.group(1)) for m in blocks if m)
+            self.depth = 1 + max((int(m.group(1)) for m in blocks if m), default=0)
+
+    def __missing__(self, key: str) -> np.ndarray:
+        layout = f"big_vision{' (scanned)' if self.scanned else ''}" if self.big_vision else "vision_transformer"
+        blocks = f"Transformer/encoderblock{'' if self.scanned else '_<i>'}/{{LayerNorm_0, {self.mha}, {self.ln2}, " \
+                 f"{self.mlp}}}"
+        prefix = f" under the prefix {self.prefix!r}" if self.prefix else ""
+        raise NpzLayoutError(f"no array '{self.prefix}{key}', which Google's {layout} layout{prefix} has "
+                             f"(embedding, {self.pos_embed}, {blocks}, Transformer/encoder_norm)")
 
     def block(self, i: int, name: str) -> np.ndarray:
         """Array ``name`` of encoder block ``i``."""

@@ -10,7 +10,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from torch import nn
 
 from ..io import atomic_write
 from ..models.loading import save_model
+from ..models.state_dict import CheckpointError, read_torch_file
 
 CKPT_DIR = "checkpoints"
 
@@ -73,5 +74,17 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def load_state(checkpoint: Path) -> dict[str, Any]:
-    """The training state of a checkpoint folder (``weights_only=True``: no code runs)."""
-    return torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)
+    """The training state of a checkpoint folder (``weights_only=True``: no code runs).
+
+    Raises:
+        CheckpointError: ``state.pt`` is no PyTorch file, is broken, needs code execution to load, or lacks the
+            entries a resumed run needs; the one-line message says which.
+    """
+    path = Path(checkpoint) / "state.pt"
+    state = read_torch_file(path)
+    needed = ("optimizer", "scheduler", "step", "rng")  # what restore() reads; "ema" only when the run has one
+    if not isinstance(state, Mapping) or (missing := [k for k in needed if k not in state]):
+        what = f"lacks {', '.join(missing)}" if isinstance(state, Mapping) else f"holds a {type(state).__name__}"
+        raise CheckpointError(f"{path} is not a vitlens training state (it {what}); resume from another checkpoint "
+                              f"or start the run again")
+    return dict(state)
