@@ -244,7 +244,7 @@ def _load_timm(name: str, num_classes: int | None, overrides: Mapping[str, Any],
     if not allow_nonfinite:
         check_finite(model.state_dict(), f"timm:{name}")
     try:
-        return from_timm(model, **overrides)
+        return from_timm(model, allow_nonfinite=allow_nonfinite, **overrides)
     except UnsupportedModelError:  # not a ViT: keep the timm model (CNN baselines) with its preprocessing
         if overrides:
             raise ValueError(f"timm:{name} stays a timm model (not a ViT vitlens converts), so the model fields "

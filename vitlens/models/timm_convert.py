@@ -82,11 +82,12 @@ def data_config_of(model: nn.Module) -> dict[str, Any]:
 RUNTIME_FIELDS = ("dropout", "attn_dropout", "drop_path", "dynamic_img_size", "low_precision_residual")
 
 
-def from_timm(model: nn.Module, **overrides: Any) -> VisionTransformer:
+def from_timm(model: nn.Module, *, allow_nonfinite: bool = False, **overrides: Any) -> VisionTransformer:
     """Convert an instantiated timm ViT (plain or R50 hybrid), weights and data config included.
 
     Args:
         model: the timm VisionTransformer.
+        allow_nonfinite: accept weights holding NaN or inf (refused by default: a diverged model).
         **overrides: runtime options of :class:`VisionTransformer` (:data:`RUNTIME_FIELDS`: ``dropout``,
             ``attn_dropout``, ``drop_path``, ``dynamic_img_size``, ``low_precision_residual``); the architecture
             comes from ``model``.
@@ -98,7 +99,8 @@ def from_timm(model: nn.Module, **overrides: Any) -> VisionTransformer:
         raise ValueError(f"{unknown} cannot be set on a converted timm ViT: its architecture is the timm model's. "
                          f"Settable: {', '.join(RUNTIME_FIELDS)}")
     vit = VisionTransformer(**{**timm_vit_config(model), **overrides})
-    load_weights(vit, model.state_dict(), source=getattr(model, "default_cfg", {}).get("architecture", "timm model"))
+    load_weights(vit, model.state_dict(), source=getattr(model, "default_cfg", {}).get("architecture", "timm model"),
+                 allow_nonfinite=allow_nonfinite)
     vit.data_config = timm_data_config(model)
     vit.train(model.training)
     return vit
