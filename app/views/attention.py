@@ -24,7 +24,7 @@ out = models.vit_forward(source, inp.digest, x)
 attentions, names = out["attentions"], class_names(model)
 shown = inputs.view(source, inp)
 prefix, grid, depth = model.num_prefix_tokens, model.grid_size, len(model.blocks)
-about = f"{source} on {inp.label}"
+about = show.title_text(f"{source} on {inp.label}")  # for figure titles
 
 top5 = show.top_k(out["logits"], names)
 left, right = st.columns([1, 2])
