@@ -60,7 +60,7 @@ def refusal(source: str) -> str | None:
     Allowed: the operator's own first model and CNN, the bundled models, ``timm:<name>``, and the runs and
     checkpoints the picker offers (:func:`run_sources`); any other path only under ``--allow-local-paths``. Every
     refused source gets the same message, which never depends on whether such a file exists, so the app tells a
-    visitor nothing about the server's files; the check compares names and never opens the file.
+    visitor nothing about the server's files: a typed path is compared with what the picker lists, never opened.
     """
     kind, _, name = source.partition(":")
     if source in (default_vit(), default_cnn()):
@@ -95,9 +95,10 @@ def load_resized(source: str, img_size: int, mode: str) -> nn.Module:
     return model
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner=False)  # not bounded: an evicted lock could be held while its successor is handed out
 def hook_lock(source: str) -> threading.Lock:
-    """Grad-CAM and feature probes hook a model's modules: one session at a time on a shared model."""
+    """Grad-CAM and feature probes hook a model's modules: one session at a time on a shared model (only sources
+    that loaded get here, so few locks)."""
     return threading.Lock()
 
 
@@ -140,7 +141,7 @@ def try_load(source: str) -> nn.Module | None:
             download(source.removeprefix("timm:"))
         with st.spinner(f"Loading {literal(source)}..."):
             return load(source)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         # vitlens names what is wrong (ValueError, ConnectionError, TypeError, OSError), but a file that is no
         # checkpoint can fail anywhere in the reader that tries it (torch.load raises IndexError on text): either way
         # a visitor sees one line, not a traceback

@@ -242,7 +242,7 @@ def test_user_text_in_the_browser_is_text():
         box = page.get_by_label("CNN to compare", exact=True)
         box.fill(HOSTILE)
         box.press("Enter")
-        alert = page.locator("[data-testid='stAlertContentError']")
+        alert = page.locator("[data-testid='stAlertContentError']", has_text="Cannot load")
         alert.wait_for(timeout=120_000)
         assert HOSTILE in alert.inner_text() and alert.locator(made_by_markdown).count() == 0
         assert REFUSED in alert.inner_text()
