@@ -22,6 +22,8 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 CHROMIUM = dict(executable_path="/usr/bin/chromium",
                 args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
 UPLOAD_INPUT = "[data-testid='stFileUploaderDropzoneInput']"  # the file input inside Streamlit's uploader
+RUNNING = "[data-testid='stStatusWidget']"  # Streamlit's indicator while the script runs
+STALE = "[data-stale='true']"  # an element left from the previous run, not yet redrawn
 
 
 def free_port() -> int:
@@ -106,10 +108,10 @@ def figure(page: Page, title: str, file_name: str) -> Locator:
 def idle(page: Page, timeout_ms: float = 120_000) -> None:
     """Wait until the app's script has finished its run: Streamlit's running indicator has come (if the run had
     not started yet) and gone, and no element is left faded from the previous run."""
-    running = page.locator("[data-testid='stStatusWidget']")
+    running = page.locator(RUNNING)
     try:
         running.wait_for(state="attached", timeout=5_000)
     except PlaywrightTimeout:
         pass  # the run had already ended
     running.wait_for(state="detached", timeout=timeout_ms)
-    page.locator("[data-stale='true']").first.wait_for(state="detached", timeout=timeout_ms)
+    page.locator(STALE).first.wait_for(state="detached", timeout=timeout_ms)
