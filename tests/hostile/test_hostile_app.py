@@ -145,6 +145,13 @@ def test_the_operator_flag_lets_visitors_load_local_paths(server, monkeypatch):
     assert "does not exist" in error and REFUSED not in error
 
 
+def test_the_operators_own_model_loads_from_anywhere(server, monkeypatch):
+    monkeypatch.setenv("VITLENS_APP_MODEL", str(server["checkpoint"]))  # `vitlens app --model PATH`
+    at = AppTest.from_file(MAIN, default_timeout=120)
+    at.run()
+    assert not at.exception and not at.error and at.metric[0].value == "CNN"
+
+
 def test_runs_picker_offers_only_what_lies_inside_and_survives_a_non_checkpoint(server):
     runs = server["runs"]
     at = AppTest.from_file(MAIN, default_timeout=120)
