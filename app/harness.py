@@ -21,6 +21,9 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 CHROMIUM = dict(executable_path="/usr/bin/chromium",
                 args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+UPLOAD_INPUT = "[data-testid='stFileUploaderDropzoneInput']"  # the file input inside Streamlit's uploader
+RUNNING = "[data-testid='stStatusWidget']"  # Streamlit's indicator while the script runs
+STALE = "[data-stale='true']"  # an element left from the previous run, not yet redrawn
 
 
 def free_port() -> int:
@@ -30,9 +33,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(*args: str, startup_s: float = 180, headless: bool = True,
-                env: dict[str, str] | None = None) -> Iterator[str]:
-    """`vitlens app` on a free port, stdin closed; yields its URL once it answers, stops it afterwards.
+def app_process(*args: str, startup_s: float = 180, headless: bool = True,
+                env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`vitlens app` on a free port, stdin closed; yields the server process and its URL once it answers, stops it
+    afterwards. (`vitlens app` replaces itself by Streamlit's server, so the process is the server's.)
 
     Args:
         *args: more `vitlens app` options, e.g. ``"--model", "demo:vit-fashion"``.
@@ -45,7 +49,7 @@ def running_app(*args: str, startup_s: float = 180, headless: bool = True,
     log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: an unread pipe would fill and stall the server
     proc = subprocess.Popen([vitlens, "app", *(["--headless"] if headless else []), "--port", str(port), *args],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
-    url = f"http://localhost:{port}"
+    url = f"http://127.0.0.1:{port}"  # where `vitlens app` listens by default
     try:
         deadline = time.monotonic() + startup_s
         while True:
@@ -60,11 +64,18 @@ def running_app(*args: str, startup_s: float = 180, headless: bool = True,
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"vitlens app did not answer within {startup_s} s") from None
                 time.sleep(0.5)
-        yield url
+        yield proc, url
     finally:
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+@contextmanager
+def running_app(*args: str, **kwargs) -> Iterator[str]:
+    """:func:`app_process`, yielding only the URL."""
+    with app_process(*args, **kwargs) as (_, url):
+        yield url
 
 
 def photo(name: str, fmt: str = "PNG", *, file_name: str | None = None, seed: int | None = None) -> dict:
@@ -82,11 +93,11 @@ def open_upload(page: Page, url: str, page_path: str = "attention") -> None:
     """Open a page and switch its image input to Upload."""
     page.goto(f"{url}/{page_path}", timeout=180_000)
     page.get_by_text("Upload", exact=True).first.click(timeout=180_000)  # the first run imports torch and co.
-    page.locator("[data-testid='stFileUploaderDropzoneInput']").wait_for(state="attached")
+    page.locator(UPLOAD_INPUT).wait_for(state="attached")
 
 
 def upload(page: Page, file: dict) -> None:
-    page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(file)
+    page.locator(UPLOAD_INPUT).set_input_files(file)
 
 
 def figure(page: Page, title: str, file_name: str) -> Locator:
@@ -97,10 +108,10 @@ def figure(page: Page, title: str, file_name: str) -> Locator:
 def idle(page: Page, timeout_ms: float = 120_000) -> None:
     """Wait until the app's script has finished its run: Streamlit's running indicator has come (if the run had
     not started yet) and gone, and no element is left faded from the previous run."""
-    running = page.locator("[data-testid='stStatusWidget']")
+    running = page.locator(RUNNING)
     try:
         running.wait_for(state="attached", timeout=5_000)
     except PlaywrightTimeout:
         pass  # the run had already ended
     running.wait_for(state="detached", timeout=timeout_ms)
-    page.locator("[data-stale='true']").first.wait_for(state="detached", timeout=timeout_ms)
+    page.locator(STALE).first.wait_for(state="detached", timeout=timeout_ms)

@@ -221,7 +221,7 @@ def test_compare_page_every_control():
     assert aucs[["deletion AUC", "insertion AUC"]].apply(lambda c: c.between(0, 1)).all().all()
     ok(at.select_slider(key="cmp_steps").set_value(8).run())
     at.text_input(key="cnn_source").set_value("demo:no-such-model").run()
-    assert not at.exception and "Cannot load demo:no-such-model" in at.error[0].value
+    assert not at.exception and "Cannot load `demo:no-such-model`: model sources here are" in at.error[0].value
 
 
 def test_probe_page_every_control():

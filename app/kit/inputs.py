@@ -15,6 +15,7 @@ from vitlens.data.fashion_mnist import CLASSES as FASHION_CLASSES
 from vitlens.images import SAMPLE_PHOTOS, ImageError, model_view, open_image, preprocess, sample_image
 
 from .models import PAPER_CHECKPOINT, load, max_upload_mb
+from .show import literal
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
 DISPLAY_SIDE = 336  # pixels: small inputs (28 px) are magnified by whole factors up to about this size
@@ -52,7 +53,7 @@ def _upload(key: str) -> InputImage | None:
     try:
         img = open_image(data, name=up.name, max_bytes=max_upload_mb() * 2**20)
     except ImageError as e:
-        st.error(f"Cannot use this file: {e}")
+        st.error(f"Cannot use this file: {literal(e)}")
         return None
     return InputImage(img, hashlib.sha256(data).hexdigest(), up.name, False)
 
@@ -81,9 +82,9 @@ def domain_note(model: nn.Module, inp: InputImage) -> None:
     """Say so when a Fashion-MNIST model is shown a photo: its answers are then out of domain."""
     if knows_only_fashion_mnist(model) and not inp.fashion:
         st.warning(f"This model learned only Fashion-MNIST (28 x 28 grayscale clothing, 10 classes): "
-                   f"'{inp.label}' is outside its domain, so its prediction and maps say how a clothing classifier "
-                   f"reacts to it, not what it shows. For photos, pick `timm:{PAPER_CHECKPOINT}` (the paper's "
-                   f"ImageNet-21k + 1k weights) in the sidebar when online.")
+                   f"{literal(inp.label)} is outside its domain, so its prediction and maps say how a clothing "
+                   f"classifier reacts to it, not what it shows. For photos, pick `timm:{PAPER_CHECKPOINT}` (the "
+                   f"paper's ImageNet-21k + 1k weights) in the sidebar when online.")
 
 
 def model_input(source: str, inp: InputImage) -> torch.Tensor:

@@ -3,7 +3,9 @@ with their per-image forward passes."""
 from __future__ import annotations
 
 import copy
+import logging
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,12 +17,15 @@ from tqdm import tqdm
 
 import vitlens
 
+from .show import literal
+
 PAPER_CHECKPOINT = "vit_base_patch16_224.orig_in21k_ft_in1k"
 
 
 # ---- settings (set by `vitlens app` through the environment, so `streamlit run` and AppTest see them too) ---
 def setting(name: str) -> str | None:
-    """``VITLENS_APP_<NAME>``: MODEL (first model), CNN (the comparison CNN), RUNS_DIR, MAX_UPLOAD_MB."""
+    """``VITLENS_APP_<NAME>``: MODEL (first model), CNN (the comparison CNN), RUNS_DIR, MAX_UPLOAD_MB,
+    ALLOW_LOCAL_PATHS."""
     return os.environ.get(f"VITLENS_APP_{name}") or None
 
 
@@ -40,6 +45,41 @@ def default_cnn() -> str:
     return setting("CNN") or "demo:cnn-fashion"
 
 
+def allow_local_paths() -> bool:
+    """Whether visitors may load any file the server can read (``vitlens app --allow-local-paths``)."""
+    return setting("ALLOW_LOCAL_PATHS") == "1"
+
+
+# ---- what a visitor may load: the app may be served to people who must not read the server's files ----------
+TIMM_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # timm's names and tags; no "hf-hub:" or "local-dir:" prefixes
+
+
+def refusal(source: str) -> str | None:
+    """None when a visitor may load ``source``, else why not, in Markdown.
+
+    Allowed: the operator's own first model and CNN, the bundled models, ``timm:<name>``, and the runs and
+    checkpoints the picker offers (:func:`run_sources`); any other path only under ``--allow-local-paths``. Every
+    refused source gets the same message, which never depends on whether such a file exists, so the app tells a
+    visitor nothing about the server's files: a typed path is compared with what the picker lists, never opened.
+    """
+    kind, _, name = source.partition(":")
+    if source in (default_vit(), default_cnn()):
+        allowed = True
+    elif kind == "demo":
+        allowed = name in vitlens.list_demo_models()
+    elif kind == "timm":
+        allowed = TIMM_NAME.fullmatch(name) is not None
+    else:
+        allowed = allow_local_paths() or os.path.abspath(Path(source).expanduser()) in map(
+            os.path.abspath, run_sources(runs_dir()))
+    if allowed:
+        return None
+    bundled = ", ".join(literal(f"demo:{d}") for d in vitlens.list_demo_models())
+    return (f"Cannot load {literal(source)}: model sources here are the bundled models ({bundled}), "
+            f"{literal('timm:<name>')}, or the runs and checkpoints listed under {literal(runs_dir())} (the sidebar's "
+            f"Runs folder). Start the app with {literal('--allow-local-paths')} to load other files.")
+
+
 # ---- models: one copy per process, shared by every browser session ------------------------------------
 @st.cache_resource(show_spinner=False, max_entries=8)
 def load(source: str) -> nn.Module:
@@ -55,9 +95,10 @@ def load_resized(source: str, img_size: int, mode: str) -> nn.Module:
     return model
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner=False)  # not bounded: an evicted lock could be held while its successor is handed out
 def hook_lock(source: str) -> threading.Lock:
-    """Grad-CAM and feature probes hook a model's modules: one session at a time on a shared model."""
+    """Grad-CAM and feature probes hook a model's modules: one session at a time on a shared model (only sources
+    that loaded get here, so few locks)."""
     return threading.Lock()
 
 
@@ -71,14 +112,15 @@ def download(name: str) -> None:
     """timm's weights for ``name`` into the hub cache, with a progress bar in MB (once per process)."""
     if name in _fetched():
         return
-    bar = st.progress(0.0, text=f"Downloading {name} from the Hugging Face hub...")
+    bar = st.progress(0.0, text=f"Downloading {literal(name)} from the Hugging Face hub...")
 
     class StreamlitBar(tqdm):  # huggingface_hub reports bytes through any tqdm class
         def update(self, n: float | None = 1) -> bool | None:
             shown = super().update(n)
             if self.total:
                 bar.progress(min(self.n / self.total, 1.0),
-                             text=f"Downloading {name}: {self.n / 2**20:.0f} of {self.total / 2**20:.0f} MB")
+                             text=f"Downloading {literal(name)}: {self.n / 2**20:.0f} of "
+                                  f"{self.total / 2**20:.0f} MB")
             return shown
 
     try:
@@ -89,15 +131,26 @@ def download(name: str) -> None:
 
 
 def try_load(source: str) -> nn.Module | None:
-    """The model, or an st.error saying why it cannot be loaded (offline, unknown name, bad file)."""
+    """The model, or an st.error saying why it cannot be loaded (refused here, offline, unknown name, bad file)."""
+    refused = refusal(source)
+    if refused:
+        st.error(refused)
+        return None
     try:
         if source.startswith("timm:"):
             download(source.removeprefix("timm:"))
-        with st.spinner(f"Loading {source}..."):
+        with st.spinner(f"Loading {literal(source)}..."):
             return load(source)
-    except (ValueError, FileNotFoundError, ConnectionError, TypeError, OSError) as e:
-        st.error(f"Cannot load {source}: {e}")
-        return None
+    except Exception as e:
+        # vitlens names what is wrong (ValueError, ConnectionError, TypeError, OSError), but a file that is no
+        # checkpoint can fail anywhere in the reader that tries it (torch.load raises IndexError on text): either way
+        # a visitor sees one line, not a traceback
+        known = isinstance(e, (ValueError, ConnectionError, TypeError, OSError))
+        if not known:  # the operator's terminal gets the traceback
+            logging.getLogger("vitlens").warning("cannot load %s", source, exc_info=True)
+        st.error(f"Cannot load {literal(source)}: "
+                 + literal(e if known else f"not a checkpoint vitlens can read ({type(e).__name__}: {e})"))
+    return None
 
 
 def is_vit(model: nn.Module) -> bool:
@@ -112,13 +165,24 @@ def describe(model: nn.Module) -> dict[str, Any]:
 
 
 # ---- the sidebar model picker --------------------------------------------------------------------------
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".npz")
+
+
 def run_sources(folder: Path) -> list[str]:
-    """Run directories and checkpoint files directly under the runs folder."""
+    """Run directories and checkpoint files directly under the runs folder, where every weight file vitlens could
+    read from them lies inside the folder once symlinks are resolved (a link out of it is not offered)."""
     if not folder.is_dir():
         return []
-    runs = [p for p in sorted(folder.iterdir()) if p.is_dir() and
-            ((p / "model.safetensors").exists() or (p / "checkpoints").is_dir())]
-    files = [p for p in sorted(folder.iterdir()) if p.suffix in (".safetensors", ".pth", ".pt", ".bin", ".npz")]
+    root = folder.resolve()
+    runs, files = [], []
+    for p in sorted(folder.iterdir()):
+        if p.is_dir():  # load_model reads model.safetensors, else the newest checkpoint: all must stay inside
+            weights = [w for w in [p / "model.safetensors", *(p / "checkpoints").glob("*/model.safetensors")]
+                       if w.is_file()]
+            if weights and all(w.resolve().is_relative_to(root) for w in weights):
+                runs.append(p)
+        elif p.suffix in CHECKPOINT_SUFFIXES and p.is_file() and p.resolve().is_relative_to(root):
+            files.append(p)
     return [str(p) for p in runs + files]
 
 
@@ -141,11 +205,11 @@ def model_picker() -> str:
     else:
         found = run_sources(runs_dir())
         if not found:
-            st.sidebar.info(f"No runs or checkpoints in {runs_dir().resolve()} (train one with `vitlens pretrain`, "
-                            f"or start the app with --runs-dir). Using {first}.")
+            st.sidebar.info(f"No runs or checkpoints in {literal(runs_dir().resolve())} (train one with `vitlens "
+                            f"pretrain`, or start the app with --runs-dir). Using {literal(first)}.")
             source = first
         else:
-            source = st.sidebar.selectbox(f"Run or checkpoint in {runs_dir()}", found, key="run_source")
+            source = st.sidebar.selectbox(f"Run or checkpoint in {literal(runs_dir())}", found, key="run_source")
     st.session_state.source = source
     return source
 
@@ -157,21 +221,25 @@ def current_model(require_vit: bool = True) -> tuple[str, nn.Module]:
     if model is None:
         st.stop()
     if require_vit and not is_vit(model):
-        st.warning(f"{source} is a CNN; this page shows a ViT's attention. Pick a ViT in the sidebar "
+        st.warning(f"{literal(source)} is a CNN; this page shows a ViT's attention. Pick a ViT in the sidebar "
                    f"(the CNN is compared on the ViT vs CNN page).")
         st.stop()
     return source, model
 
 
+CNN_HELP = ("A bundled model (demo:cnn-fashion), a timm name as timm:NAME when online (e.g. the paper's BiT, "
+            "timm:resnetv2_50x1_bit.goog_in21k_ft_in1k), or a run the sidebar's Runs folder lists.")
+
+
 def cnn_picker(key: str) -> tuple[str, nn.Module]:
     """The CNN a page compares the ViT with (a text input under ``key``); stops the page if it cannot be used."""
-    source = st.text_input("CNN to compare (any load_model source)", default_cnn(), key=key)
+    source = st.text_input("CNN to compare", default_cnn(), key=key, help=CNN_HELP)
     model = try_load(source)
     if model is None:
         st.stop()
     if is_vit(model):
-        st.error(f"{source} is a ViT; name a CNN (e.g. demo:cnn-fashion, or online timm:resnet50.a1_in1k or the "
-                 f"paper's BiT, timm:resnetv2_50x1_bit.goog_in21k_ft_in1k).")
+        st.error(f"{literal(source)} is a ViT; name a CNN (e.g. demo:cnn-fashion, or online timm:resnet50.a1_in1k or "
+                 f"the paper's BiT, timm:resnetv2_50x1_bit.goog_in21k_ft_in1k).")
         st.stop()
     return source, model
 

@@ -2,7 +2,9 @@
 numbers as CSV or JSON; long loops show a progress bar."""
 from __future__ import annotations
 
+import html
 import json
+import re
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import pandas as pd
@@ -11,6 +13,34 @@ import streamlit as st
 import torch
 
 from vitlens.analysis.figures import jsonable
+
+
+def literal(text: object) -> str:
+    """``text`` as a Markdown code span, so that Streamlit shows it character for character.
+
+    Streamlit renders the bodies of st.error, st.warning, st.info, captions, headers, labels and progress texts as
+    Markdown, with its extensions: images and links (also bare URLs: GFM autolinks survive backslash escapes),
+    emphasis, LaTeX, colour directives and emoji. Inside a code span none of them applies, and raw HTML is shown as
+    text, so whatever a visitor typed or named a file is shown, never rendered. Hand-written because neither
+    Streamlit nor a Markdown library offers it: the span's backtick fence must be longer than any run of backticks
+    inside, and line breaks (which could end the paragraph, and the span with it) become spaces.
+
+    Args:
+        text: a source typed in a text box, an upload's file name, or a message that quotes either.
+    """
+    text = re.sub(r"[\r\n]+", " ", str(text)) or " "  # a code span cannot be empty; one of spaces is kept as is
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    # CommonMark strips one space from each end of a span that starts and ends with one (unless it is all spaces):
+    # pad so that the text keeps its own, and so that a backtick at either end is not read as part of the fence
+    ends = text[0] + text[-1]
+    pad = " " if "`" in ends or (ends == "  " and text.strip(" ")) else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def title_text(text: object) -> str:
+    """``text`` for a Plotly title: Plotly renders a few HTML tags there (``<a href>``, ``<b>``, ``<br>``...), so
+    its ``<``, ``>`` and ``&`` are escaped (quotes are harmless outside a tag, and Plotly would show ``&quot;``)."""
+    return html.escape(str(text), quote=False)
 
 
 def with_progress(batches: Iterable, total: int, label: str) -> Iterator:

@@ -26,7 +26,7 @@ attentions, names = out["attentions"], class_names(model)
 shown = inputs.view(source, inp)
 layout = token_layout(model, x.shape[-2:])
 prefix, grid, depth = layout.num_prefix_tokens, layout.grid, len(model.blocks)
-about = f"{source} on {inp.label}"
+about = show.title_text(f"{source} on {inp.label}")  # for figure titles
 
 top5 = show.top_k(out["logits"], names)
 left, right = st.columns([1, 2])

@@ -44,7 +44,8 @@ if not probes:
 elif st.button("Run the probes", key="bias_run", type="primary") or st.session_state.get("bias_done"):
     st.session_state.bias_done = True
     result = run_probes(vit_source, cnn_source, n, tuple(p for p in PROBES if p in probes))
-    figs = comparison_figures(result, f"{vit_source} vs {cnn_source}; the first Fashion-MNIST test images")
+    figs = comparison_figures(result, show.title_text(f"{vit_source} vs {cnn_source}; the first Fashion-MNIST test "
+                                                      f"images"))
     numbers = comparison_numbers(result)
     for name, fig in figs.items():
         show.show(fig, f"bias_{name}", numbers, f"bias_fig_{name}")

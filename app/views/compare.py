@@ -24,7 +24,7 @@ logits_v = models.vit_forward(vit_source, inp.digest, xv)["logits"]
 logits_c = models.cnn_forward(cnn_source, inp.digest, xc)
 left, right = st.columns(2)
 for col, name, logits, model in ((left, vit_source, logits_v, vit), (right, cnn_source, logits_c, cnn)):
-    col.subheader(name)
+    col.subheader(show.literal(name))
     col.dataframe(show.top_k(logits, class_names(model)).style.format({"probability": "{:.3f}"}), hide_index=True)
 
 
@@ -49,14 +49,14 @@ def curves_for(vit_source: str, cnn_source: str, digest: str, steps: int, _maps:
 maps = maps_for(vit_source, cnn_source, inp.digest, xv, xc)
 shown = inputs.view(vit_source, inp)
 st.subheader("Maps (each for its model's top class)")
-fig = rollout_figure([shown], {name: s.map[None].clamp(min=0) for name, s in maps.items()},
-                     f"ViT {vit_source} vs CNN {cnn_source} on {inp.label}")
+about = show.title_text(f"ViT {vit_source} vs CNN {cnn_source} on {inp.label}")  # for figure titles
+fig = rollout_figure([shown], {name: s.map[None].clamp(min=0) for name, s in maps.items()}, about)
 show.show(fig, "vit_vs_cnn_maps", {name: s.map for name, s in maps.items()}, "maps_fig")
 st.caption("Alpha masks (positive part of each map / its max). Rollout, gradient rollout and Grad-CAM are coarse "
            "(patch grid or last stage); Integrated Gradients is per pixel, summed over channels.")
 
 curves = curves_for(vit_source, cnn_source, inp.digest, steps, maps, xv, xc)
-fig = deletion_insertion_figure(curves, f"Deletion / insertion: ViT {vit_source} vs CNN {cnn_source} on {inp.label}")
+fig = deletion_insertion_figure(curves, f"Deletion / insertion: {about}")
 table = pd.DataFrame(auc_table(maps, curves))
 show.show(fig, "deletion_insertion", curves, "curves_fig")
 st.dataframe(table.style.format({"deletion AUC": "{:.3f}", "insertion AUC": "{:.3f}"}), hide_index=True)

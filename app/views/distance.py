@@ -32,12 +32,12 @@ else:
     try:
         images, skipped = read_zip(up.getvalue(), model.img_size[0])
     except zipfile.BadZipFile as e:
-        st.error(f"{up.name} is not a readable zip file: {e}")
+        st.error(f"{show.literal(up.name)} is not a readable zip file: {show.literal(e)}")
         st.stop()
     if skipped:
-        st.warning(f"Skipped {len(skipped)} file(s): {'; '.join(skipped[:3])}")
+        st.warning(f"Skipped {len(skipped)} file(s): {'; '.join(map(show.literal, skipped[:3]))}")
     if not len(images):
-        st.error(f"No readable image in {up.name}.")
+        st.error(f"No readable image in {show.literal(up.name)}.")
         st.stop()
     batches = [(b, torch.zeros(len(b))) for b in images.split(64)]
     spec, label = "zip:" + hashlib.sha256(up.getvalue()).hexdigest(), f"{len(images)} images from {up.name}"
@@ -60,7 +60,7 @@ def erf_radii(source: str, spec: str, _batches: list) -> dict:
 
 
 d = vit_distance(source, spec, batches)
-fig = distance_figure(d["mean"], f"Mean attention distance: {source}, {label}", d["std"])
+fig = distance_figure(d["mean"], show.title_text(f"Mean attention distance: {source}, {label}"), d["std"])
 left, right = st.columns(2)
 with left:
     show.show(fig, "attention_distance",
@@ -76,7 +76,8 @@ with right:
         r = erf_radii(cnn_source, spec, batches)
         fig2 = go.Figure([go.Scatter(x=r["layers"], y=r["radius"][q], mode="lines+markers",
                                      name=f"radius holding {float(q):.0%} of the ERF") for q in r["radius"]])
-        fig2.update_layout(title=f"CNN effective receptive field (Luo et al. 2016): {cnn_source}, {r['count']} images",
+        fig2.update_layout(title=show.title_text(f"CNN effective receptive field (Luo et al. 2016): {cnn_source}, "
+                                                 f"{r['count']} images"),
                            xaxis_title="stage", yaxis_title="radius (input pixels)", width=620, height=520)
         show.show(fig2, "cnn_erf", r, "erf_fig")
         st.caption("The CNN's field grows stage by stage from a few pixels (locality is built in); the ViT can look "

@@ -8,12 +8,13 @@ from vitlens.analysis.figures import filters_figure, posembed_figure
 
 st.title("Position embeddings")
 source, model = models.current_model()
+about = show.title_text(source)  # for figure titles
 if model.is_hybrid:
     st.info("A hybrid's patch embedding acts on ResNet features: only the position embeddings are shown.")
 similarity = position_embedding_similarity(model)
 grid = model.grid_size
 st.subheader(f"Cosine similarity of the position embeddings ({grid[0]} x {grid[1]} patches)")
-show.show(posembed_figure(similarity, f"Position embedding similarity: {source}"), "posembed",
+show.show(posembed_figure(similarity, f"Position embedding similarity: {about}"), "posembed",
             {"grid": grid, "similarity": similarity}, "pos_fig")
 st.caption("Tile (r, c) is the similarity of patch (r, c)'s embedding with every other patch's; the class slot is "
            "excluded. A learned 1-D table that has found the 2-D grid shows a bright spot at each tile's own "
@@ -29,14 +30,14 @@ mode = c2.selectbox("Interpolation", ["bicubic", "bilinear"], key="res_mode",
 size = max(1, round(model.img_size[0] / p * factor)) * p
 resized = models.load_resized(source, size, mode)
 sim2 = position_embedding_similarity(resized)
-show.show(posembed_figure(sim2, f"Position embedding similarity at {size} px ({mode}): {source}"),
+show.show(posembed_figure(sim2, f"Position embedding similarity at {size} px ({mode}): {about}"),
             f"posembed_{size}", {"img_size": size, "mode": mode, "similarity": sim2}, "pos_fig2")
 
 if not model.is_hybrid:
     st.subheader("Principal components of the patch-embedding filters")
     k = min(28, *model.patch_embed.proj.weight.flatten(1).shape)
     comps, explained = patch_embedding_components(model, k=k)
-    show.show(filters_figure(comps, explained, f"Patch-embedding PCs: {source}"), "filters",
+    show.show(filters_figure(comps, explained, f"Patch-embedding PCs: {about}"), "filters",
                 {"components": comps, "explained_variance_ratio": explained}, "filters_fig")
     same = (patch_embedding_components(resized, k=k)[0] - comps).abs().max().item()
     st.caption(f"A resolution change keeps E (the patch size is unchanged), so the components at {size} px are the "

@@ -14,7 +14,7 @@ c1, c2, c3 = st.columns(3)
 n_train = c1.select_slider("Training images", [250, 1000, 2000, 5000], 1000, key="probe_train")
 n_test = c2.select_slider("Test images", [100, 500, 1000], 500, key="probe_test")
 shots = c3.multiselect("Few-shot (per class)", [1, 5, 10, 25], [1, 5, 10, 25], key="probe_shots")
-sources = {"ViT": vit_source, "CNN": st.text_input("CNN", models.default_cnn(), key="probe_cnn")}
+sources = {"ViT": vit_source, "CNN": st.text_input("CNN", models.default_cnn(), key="probe_cnn", help=models.CNN_HELP)}
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -22,9 +22,9 @@ def probe(source: str, n_train: int, n_test: int, shots: tuple[int, ...]) -> dic
     model = models.load(source)
     train, test = inputs.fashion_batches("train", n_train), inputs.fashion_batches("test", n_test)
     with models.hook_lock(source):
-        return linear_probe(model, show.with_progress(train, len(train), f"{source}: training features"),
-                            show.with_progress(test, len(test), f"{source}: test features"), shots=shots,
-                            progress=False)
+        return linear_probe(model, show.with_progress(train, len(train), f"{show.literal(source)}: training features"),
+                            show.with_progress(test, len(test), f"{show.literal(source)}: test features"),
+                            shots=shots, progress=False)
 
 
 if st.button("Run the probes", key="probe_run", type="primary") or st.session_state.get("probe_done"):
@@ -35,7 +35,8 @@ if st.button("Run the probes", key="probe_run", type="primary") or st.session_st
                 continue
             r = probe(source, n_train, n_test, tuple(sorted(shots)))
             fig = probe_figure(r["layers"], r["logistic"], r["fewshot"],
-                               f"{kind} {source}: {n_train} train / {n_test} test Fashion-MNIST images")
+                               show.title_text(f"{kind} {source}: {n_train} train / {n_test} test Fashion-MNIST "
+                                               f"images"))
             fig.update_layout(width=620)
             rows = [{"layer": n, "logistic": r["logistic"][n],
                      **{f"{k}-shot": r["fewshot"][n][k]["mean"] for k in (r["fewshot"] or {}).get(n, {})}}
