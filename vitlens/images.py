@@ -87,8 +87,9 @@ def _decode_error(name: str, e: Exception) -> ImageError:
         return ImageError(f"{name} is refused as a decompression bomb in a PNG metadata chunk: a compressed text or "
                           f"colour-profile chunk (zTXt, iTXt or iCCP) inflates past "
                           f"{PngImagePlugin.MAX_TEXT_CHUNK / 2**20:g} MB; save the image again without its metadata")
-    if isinstance(e, UnidentifiedImageError):
-        return ImageError(f"{name} is not an image vitlens can read (PNG, JPEG, WebP, BMP, GIF, TIFF): {e}")
+    if isinstance(e, UnidentifiedImageError):  # PIL's text names its own buffer object, not the file
+        return ImageError(f"{name} is not an image vitlens can read: its bytes are none of PNG, JPEG, WebP, BMP, "
+                          f"GIF or TIFF")
     return ImageError(f"{name} is truncated or corrupt: {e}")
 
 

@@ -225,8 +225,6 @@ def test_zip_and_member_names_are_never_rendered():
     assert shown_literally(error, f"{HOSTILE}.zip"), error
 
 
-@pytest.mark.xfail(strict=True, reason="vitlens.images.open_image appends PIL's message, which names its BytesIO "
-                                       "wrapper (vitlens/images.py, outside the app)")
 def test_an_unreadable_upload_is_named_by_its_file_name():
     at = AppTest.from_file(MAIN, default_timeout=120)
     at.run()

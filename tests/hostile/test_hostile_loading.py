@@ -327,3 +327,14 @@ def test_a_png_declaring_too_many_pixels_is_named_a_bomb(tmp_path):
                                   "out", "--no-png", cwd=tmp_path))
     assert re.fullmatch(r"vitlens: error: huge\.png is refused as a decompression bomb: Image size \(400000000 "
                         r"pixels\) exceeds limit of \d+ pixels, could be decompression bomb DOS attack\.", line), line
+
+
+def test_a_demo_name_is_a_name_never_a_path(tmp_path):
+    """demo:<name> is looked up among the bundled models: a relative path in it never reaches another file."""
+    from vitlens.models.loading import WEIGHTS_DIR
+
+    vitlens.save_model(vitlens.create_model("vit_ti16", img_size=32, patch_size=8, depth=1), tmp_path / "x.safetensors")
+    escape = os.path.relpath(tmp_path / "x", WEIGHTS_DIR)  # ../../.. up to / and down to the saved file
+    assert (WEIGHTS_DIR / f"{escape}.safetensors").exists()
+    with pytest.raises(ValueError, match="unknown demo model"):
+        vitlens.load_model(f"demo:{escape}")

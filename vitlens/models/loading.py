@@ -263,10 +263,9 @@ def _load_timm(name: str, num_classes: int | None, overrides: Mapping[str, Any],
 def _weights_path(src: str) -> Path:
     """The weight file of ``demo:<name>``, of a file path, or of a run directory."""
     if src.startswith("demo:"):
-        path = WEIGHTS_DIR / f"{src[5:]}.safetensors"
-        if not path.exists():
+        if src[5:] not in list_demo_models():  # a name, never a path (demo:../x would reach any file)
             raise ValueError(f"unknown demo model {src[5:]!r}; bundled: {', '.join(list_demo_models()) or 'none'}")
-        return path
+        return WEIGHTS_DIR / f"{src[5:]}.safetensors"
     path = Path(src).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist. Sources: 'timm:<name>', 'demo:<name>', a checkpoint file "
