@@ -43,6 +43,17 @@ def _config(source: str | Path, flags: list[str], args: argparse.Namespace) -> R
     return apply_overrides(cfg, flags + args.overrides)
 
 
+def _saved_config(run_dir: Path, command: str) -> Path:
+    """The config.yaml a run folder keeps; a folder without one holds no run to continue."""
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"--resume {run_dir}: " + ("a file, not a run folder" if run_dir.exists() else
+                                                           "no such run folder"))
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"--resume {run_dir}: it holds no run to continue (no config.yaml); start one there "
+                                f"with `vitlens {command} --out {run_dir}`")
+    return run_dir / "config.yaml"
+
+
 def _run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
@@ -55,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
                          f"drop --config/--out (change settings with KEY=VALUE overrides)")
     try:
         if args.resume is not None:
-            train(_config(args.resume / "config.yaml", flags, args), args.resume, resume=True)
+            train(_config(_saved_config(args.resume, args.command), flags, args), args.resume, resume=True)
         else:
             train(_config(args.config or args.default_config, flags, args), args.out)
     except TrainingDiverged as e:
