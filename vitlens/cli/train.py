@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -90,6 +91,12 @@ def _eval(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or (trained_on.data_dir if trained_on and dataset == trained_on.dataset else None)
     data = DataConfig(dataset=dataset, data_dir=data_dir, eval_subset=args.subset)
     result = evaluate(model, build_eval_loader(model, data, d, args.batch_size, args.split), d)
+    if not math.isfinite(result["loss"]):  # an accuracy beside a NaN loss means nothing: its argmax is arbitrary
+        if d.main:
+            print(f"vitlens: evaluation failed: the loss of {args.model} on {dataset} {args.split} is "
+                  f"{result['loss']} ({result['count']} images): its outputs are not finite (overflowing or broken "
+                  f"weights)", file=sys.stderr)
+        return 3
     if d.main:
         print(f"{args.model} on {dataset} {args.split}: accuracy {100 * result['acc']:.2f}% "
               f"(loss {result['loss']:.4f}, {result['count']} images)")
