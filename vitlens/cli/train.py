@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -43,6 +44,17 @@ def _config(source: str | Path, flags: list[str], args: argparse.Namespace) -> R
     return apply_overrides(cfg, flags + args.overrides)
 
 
+def _saved_config(run_dir: Path, command: str) -> Path:
+    """The config.yaml a run folder keeps; a folder without one holds no run to continue."""
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"--resume {run_dir}: " + ("a file, not a run folder" if run_dir.exists() else
+                                                           "no such run folder"))
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"--resume {run_dir}: it holds no run to continue (no config.yaml); start one there "
+                                f"with `vitlens {command} --out {run_dir}`")
+    return run_dir / "config.yaml"
+
+
 def _run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
@@ -55,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
                          f"drop --config/--out (change settings with KEY=VALUE overrides)")
     try:
         if args.resume is not None:
-            train(_config(args.resume / "config.yaml", flags, args), args.resume, resume=True)
+            train(_config(_saved_config(args.resume, args.command), flags, args), args.resume, resume=True)
         else:
             train(_config(args.config or args.default_config, flags, args), args.out)
     except TrainingDiverged as e:
@@ -79,6 +91,12 @@ def _eval(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or (trained_on.data_dir if trained_on and dataset == trained_on.dataset else None)
     data = DataConfig(dataset=dataset, data_dir=data_dir, eval_subset=args.subset)
     result = evaluate(model, build_eval_loader(model, data, d, args.batch_size, args.split), d)
+    if not math.isfinite(result["loss"]):  # an accuracy beside a NaN loss means nothing: its argmax is arbitrary
+        if d.main:
+            print(f"vitlens: evaluation failed: the loss of {args.model} on {dataset} {args.split} is "
+                  f"{result['loss']} ({result['count']} images): its outputs are not finite (overflowing or broken "
+                  f"weights)", file=sys.stderr)
+        return 3
     if d.main:
         print(f"{args.model} on {dataset} {args.split}: accuracy {100 * result['acc']:.2f}% "
               f"(loss {result['loss']:.4f}, {result['count']} images)")

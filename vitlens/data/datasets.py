@@ -1,8 +1,9 @@
 """Datasets by name and their transforms: Fashion-MNIST, CIFAR, image folders, timm's readers, synthetic."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -12,7 +13,7 @@ from timm.data.random_erasing import RandomErasing
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from .fashion_mnist import MEAN as FASHION_MEAN, STD as FASHION_STD, FashionMNIST
+from .fashion_mnist import MEAN as FASHION_MEAN, STD as FASHION_STD, FashionMNIST, locate
 
 # Native size and channels of the small-image datasets; anything else is treated as natural images.
 SMALL_DATASETS = {"fashion_mnist": (28, 1), "cifar10": (32, 3), "cifar100": (32, 3), "synthetic": (32, 3)}
@@ -115,6 +116,7 @@ def build_dataset(name: str, split: str, transform: Callable | None = None, data
         download: allow downloading Fashion-MNIST / CIFAR when not found locally.
     """
     train = split == "train"
+    check_data_dir(name, data_dir, (split,))
     if name == "fashion_mnist":
         return FashionMNIST(split, data_dir, transform, subset=subset, download=download)
     if name == "synthetic":
@@ -132,14 +134,15 @@ def build_dataset(name: str, split: str, transform: Callable | None = None, data
     elif name == "folder":
         from torchvision.datasets import ImageFolder
 
-        if data_dir is None:
-            raise ValueError("dataset 'folder' needs --data-dir with <split>/<class>/<image> sub-folders")
         ds = ImageFolder(str(Path(data_dir).expanduser() / split), transform=transform)
     elif name.startswith("timm:"):
         from timm.data import create_dataset
 
-        ds = create_dataset(name[5:], root=str(data_dir) if data_dir else None, split=split, is_training=train,
-                            download=download, transform=transform)
+        try:
+            ds = create_dataset(name[5:], root=str(data_dir) if data_dir else None, split=split, is_training=train,
+                                download=download, transform=transform)
+        except RuntimeError as e:  # timm's readers say "Found 0 images in ..." this way
+            raise FileNotFoundError(f"{name} ({split}): {e}") from e
         if subset and isinstance(ds, torch.utils.data.IterableDataset):
             raise ValueError(f"{name} streams its items, so data.subset / --subset ({subset}) cannot pick the first "
                              f"N; drop it (a streamed dataset is read whole)")
@@ -147,6 +150,35 @@ def build_dataset(name: str, split: str, transform: Callable | None = None, data
         raise ValueError(f"unknown dataset {name!r}; use fashion_mnist, cifar10, cifar100, folder, synthetic "
                          f"or timm:<name>")
     return torch.utils.data.Subset(ds, range(min(subset, len(ds)))) if subset else ds
+
+
+def check_data_dir(name: str, data_dir: str | Path | None, splits: Sequence[str]) -> None:
+    """Refuse a data folder that does not exist or lacks what ``name`` reads from it, before anything is loaded.
+
+    A named folder is never replaced by another copy of the data: a mistyped ``--data-dir`` must not train on
+    whatever is found elsewhere. CIFAR may download into an existing empty folder (torchvision's convention).
+
+    Args:
+        name: the dataset (see :func:`build_dataset`).
+        data_dir: the folder given, or None.
+        splits: the splits that will be read.
+    """
+    if name == "fashion_mnist":
+        for split in splits:
+            if data_dir is not None or os.environ.get("VITLENS_DATA"):  # else the Debian copy or a download
+                locate(split, data_dir, download=False)
+        return
+    if data_dir is None:
+        if name == "folder":
+            raise ValueError("dataset 'folder' needs --data-dir with <split>/<class>/<image> sub-folders")
+        return
+    root = Path(data_dir).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"data folder {root} (--data-dir) does not exist")
+    for split in splits if name == "folder" else ():
+        if not (root / split).is_dir():
+            raise FileNotFoundError(f"data folder {root} has no {split}/ folder: dataset 'folder' reads "
+                                    f"{root}/{split}/<class>/<image>")
 
 
 def num_classes_of(dataset: Dataset) -> int:

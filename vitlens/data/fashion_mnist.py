@@ -48,14 +48,27 @@ def _find_in(directory: Path, split: str) -> tuple[Path, Path] | None:
 
 
 def locate(split: str, data_dir: str | Path | None = None, download: bool = True) -> tuple[Path, Path]:
-    """Find the IDX files: ``data_dir``, then ``$VITLENS_DATA``, then the Debian package, then the download cache;
-    otherwise download through torchvision (when ``download`` and online)."""
-    searched = [Path(d).expanduser() for d in (data_dir, os.environ.get("VITLENS_DATA")) if d]
-    searched += [DEBIAN_DIR, CACHE_DIR]
-    for directory in searched:
+    """Find the IDX files of ``split``.
+
+    A folder named by ``data_dir`` (else ``$VITLENS_DATA``) is the only place looked in: when it lacks the files,
+    reading another copy (the Debian package's) instead would train on data the user did not choose. With neither,
+    the Debian package, then the download cache, then a torchvision download (when ``download`` and online).
+    """
+    named = [(Path(d).expanduser(), how, instead) for d, how, instead in (
+        (data_dir, "--data-dir", "leave --data-dir out"), (os.environ.get("VITLENS_DATA"), "$VITLENS_DATA",
+                                                           "unset VITLENS_DATA")) if d]
+    if named:
+        folder, how, instead = named[0]
+        if found := _find_in(folder, split):
+            return found
+        state = ("does not exist" if not folder.exists() else "is not a folder" if not folder.is_dir() else
+                 f"holds no Fashion-MNIST {split} files ({', '.join(_FILES[split])}, .gz or not)")
+        raise FileNotFoundError(f"{folder} ({how}) {state}; put the IDX files there, or {instead} to read the "
+                                f"Debian package's copy ({DEBIAN_DIR}) or a download")
+    for directory in (DEBIAN_DIR, CACHE_DIR):
         if found := _find_in(directory, split):
             return found
-    hint = (f"Fashion-MNIST {split} files not found in {', '.join(map(str, searched))}. Install them with "
+    hint = (f"Fashion-MNIST {split} files not found in {DEBIAN_DIR} or {CACHE_DIR}. Install them with "
             f"`sudo apt install dataset-fashion-mnist`, or put {', '.join(_FILES[split])} (.gz or not) in a "
             f"folder and pass --data-dir or set VITLENS_DATA.")
     if not download:

@@ -49,15 +49,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(run_dir: Path, step: int, model: nn.Module, state: dict[str, Any], keep_last: int) -> Path:
-    """Write ``checkpoints/step_<step>`` (weights + training state) atomically and prune to ``keep_last``."""
+    """Write ``checkpoints/step_<step>`` (weights + training state) atomically and prune to ``keep_last``.
+
+    A write that fails (a full disk) removes what it had staged, so it holds no space, and leaves every earlier
+    checkpoint as it was."""
     final = run_dir / CKPT_DIR / step_dir_name(step)
     staging = run_dir / f".{step_dir_name(step)}.partial"  # outside checkpoints/: never mistaken for one
     shutil.rmtree(staging, ignore_errors=True)
-    save_model(model, staging / "model.safetensors", extra=dict(step=step))
-    atomic_write(staging / "state.pt", lambda tmp: torch.save(state, tmp))
-    final.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(staging, final)
+    try:
+        save_model(model, staging / "model.safetensors", extra=dict(step=step))
+        atomic_write(staging / "state.pt", lambda tmp: _torch_save(state, tmp))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     dir_fd = os.open(final.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)  # make the rename itself durable
@@ -66,6 +72,13 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, state: dict[str,
     for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old)
     return final
+
+
+def _torch_save(obj: Any, path: str) -> None:
+    # Through a Python file object: a failed write then carries the OSError (a full disk) that torch's own file
+    # writer would replace by "unexpected pos" (see vitlens.io.io_error).
+    with open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
+import reprlib
 import types
 from dataclasses import dataclass, field, fields
 from functools import cache
@@ -39,6 +41,18 @@ class Section:
     def validate(self) -> None:
         """Checks that involve more than one field or a range; each raises ValueError naming the key."""
 
+    def require(self, key: str, ok: bool, what: str) -> None:
+        """Refuse the value of ``key`` unless ``ok``: ValueError naming the key, what it must be, and the value."""
+        if not ok:
+            raise ValueError(f"{self.section}.{key} must be {what}, got {_short(getattr(self, key))}")
+
+    def require_positive(self, *keys: str, optional: bool = False) -> None:
+        """Each of ``keys`` must be above zero (or null when ``optional``): a count of steps, images, processes."""
+        for key in keys:
+            value = getattr(self, key)
+            self.require(key, (optional and value is None) or (value is not None and value > 0),
+                         "a positive integer" + (" or null" if optional else ""))
+
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig(Section):
@@ -66,6 +80,11 @@ class DataConfig(Section):
     workers: Literal["auto"] | int = "auto"
     num_classes: int | None = None
 
+    def validate(self) -> None:
+        self.require_positive("subset", "eval_subset", "num_classes", optional=True)
+        self.require("workers", self.workers == "auto" or self.workers >= 0, "'auto' or an integer >= 0")
+        self.require("std", self.std is None or all(s > 0 for s in self.std), "null or a list of positive numbers")
+
 
 @dataclass(frozen=True, kw_only=True)
 class AugmentConfig(Section):
@@ -90,6 +109,13 @@ class AugmentConfig(Section):
     mixup: float = 0.0
     cutmix: float = 0.0
     label_smoothing: float = 0.0
+
+    def validate(self) -> None:
+        self.require("crop_padding", self.crop_padding >= 0, "an integer >= 0")
+        self.require("random_erasing", 0 <= self.random_erasing <= 1, "a probability between 0 and 1")
+        self.require("mixup", self.mixup >= 0, "an alpha >= 0 (0: off)")
+        self.require("cutmix", self.cutmix >= 0, "an alpha >= 0 (0: off)")
+        self.require("label_smoothing", 0 <= self.label_smoothing < 1, "a number in [0, 1)")
 
     def transform_options(self) -> dict[str, Any]:
         """The options :func:`vitlens.data.build_transform` reads; an unset ``hflip`` is left out so the pipeline
@@ -120,6 +146,14 @@ class OptimConfig(Section):
     momentum: float = 0.9
     clip_grad: float | None = None
 
+    def validate(self) -> None:
+        self.require("lr", self.lr > 0, "a positive number")  # 0 would save the starting weights as "trained"
+        self.require("weight_decay", self.weight_decay >= 0, "a number >= 0")
+        self.require("betas", len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+                     "two numbers in [0, 1)")
+        self.require("momentum", 0 <= self.momentum < 1, "a number in [0, 1)")
+        self.require("clip_grad", self.clip_grad is None or self.clip_grad >= 0, "null or a number >= 0")
+
 
 Decay = Literal["cosine", "linear"]
 DECAYS = get_args(Decay)
@@ -140,6 +174,10 @@ class ScheduleConfig(Section):
     decay: Decay = "cosine"
     min_lr: float = 0.0
 
+    def validate(self) -> None:
+        self.require("warmup_steps", self.warmup_steps >= 0, "an integer >= 0")
+        self.require("min_lr", self.min_lr >= 0, "a number >= 0")
+
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig(Section):
@@ -155,7 +193,7 @@ class TrainConfig(Section):
         compile: torch.compile: false, true, ``tuned`` or a torch.compile mode (see ``compile_model``).
         ema_decay: Polyak averaging of the weights (timm ``ModelEmaV3``); None: off.
         ckpt_every: steps between checkpoints.
-        keep_last: checkpoints kept.
+        keep_last: checkpoints kept; 0: all.
         log_every: steps between ``metrics.jsonl`` records.
         eval: evaluate on the test split after each epoch (monitoring only, no model selection).
         stop_at: stop with a checkpoint at this step; continue later with ``--resume``.
@@ -181,8 +219,15 @@ class TrainConfig(Section):
     device: str | None = None
 
     def validate(self) -> None:
-        if not self.steps and self.epochs is None:
+        # A run of zero or fewer steps would save its untouched initial weights as a trained model.
+        self.require_positive("epochs", "steps", "stop_at", "threads", optional=True)
+        self.require_positive("batch_size", "accum_steps", "ckpt_every", "log_every")
+        if self.steps is None and self.epochs is None:
             raise ValueError("set train.epochs or train.steps")
+        self.require("keep_last", self.keep_last >= 0, "an integer >= 0 (0: keep all)")
+        self.require("ema_decay", self.ema_decay is None or 0 <= self.ema_decay < 1, "null or a number in [0, 1)")
+        self.require("batch_size", self.batch_size % self.accum_steps == 0,
+                     f"a multiple of train.accum_steps ({self.accum_steps})")
 
 
 SECTIONS: dict[str, type[Section]] = {cls.section: cls for cls in (DataConfig, AugmentConfig, OptimConfig,
@@ -212,16 +257,20 @@ class RunConfig:
     def from_dict(cls, raw: Mapping[str, Any]) -> RunConfig:
         """Build and check a config from its YAML shape; a missing section or key with a default takes it."""
         if not isinstance(raw, Mapping):
-            raise ValueError(f"a config is a mapping of sections, got {type(raw).__name__}")
+            raise ValueError(f"a config is a mapping of sections ({', '.join(REQUIRED)}, ...), got a "
+                             f"{type(raw).__name__}")
         for key, body in raw.items():
             if key in SECTIONS and isinstance(body, Mapping):
                 for leaf in body:
                     field_type(key, leaf)
             elif key not in SECTIONS and key not in ("name", "model"):
                 raise ValueError(_unknown(key))
+        if missing := [key for key in REQUIRED if key not in raw]:
+            raise ValueError(f"missing section{'s' * (len(missing) > 1)} {', '.join(missing)}: a config needs "
+                             f"{', '.join(REQUIRED)} (the packaged ones in {CONFIG_DIR} spell out every key)")
         name = check_value("name", raw.get("name", "run"), str)
-        if not isinstance(raw.get("model"), Mapping):
-            raise ValueError(f"model must be a mapping of constructor arguments, got {raw.get('model')!r}")
+        if not isinstance(raw["model"], Mapping):
+            raise ValueError(f"model must be a mapping of constructor arguments, got {_short(raw['model'])}")
         # a section whose keys are all commented out reads as None
         sections = {key: _section(cls_, {} if raw.get(key) is None else raw[key]) for key, cls_ in SECTIONS.items()}
         return cls(name=name, model=dict(raw["model"]), **sections)
@@ -231,9 +280,13 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+# The sections a config must name: their fields include one without a default (model is the open one).
+REQUIRED = ("model", "data", "optim", "train")
+
+
 def _section(cls: type[Section], body: Any) -> Section:
     if not isinstance(body, Mapping):
-        raise ValueError(f"{cls.section} must be a mapping of keys, got {body!r}")
+        raise ValueError(f"{cls.section} must be a mapping of keys, got {_short(body)}")
     for f in fields(cls):
         if f.name not in body and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ValueError(f"missing key {cls.section}.{f.name}")
@@ -263,9 +316,10 @@ def _accept(value: Any, hint: Any) -> tuple[bool, Any]:
         return all(ok for ok, _ in items), [v for _, v in items]
     if hint is float:  # a string too: YAML 1.1 reads a number without a dot (3e-3) as one
         try:
-            return not isinstance(value, bool), float(value)
+            number = float(value)
         except (TypeError, ValueError):
             return False, value
+        return not isinstance(value, bool) and math.isfinite(number), number
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool), value
     if hint is type(None):
@@ -281,7 +335,7 @@ def _describe(hint: Any) -> str:
         return repr(values[0]) if len(values) == 1 else f"one of {values}"
     if get_origin(hint) is list:
         return "a list of " + {float: "numbers", int: "integers", str: "strings"}[get_args(hint)[0]]
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
             type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
 
 
@@ -289,8 +343,17 @@ def check_value(key: str, value: Any, hint: Any) -> Any:
     """``value`` converted to the type ``hint``; ValueError naming ``key`` and the expected type if it does not fit."""
     ok, converted = _accept(value, hint)
     if not ok:
-        raise ValueError(f"{key} must be {_describe(hint)}, got {value!r}")
+        raise ValueError(f"{key} must be {_describe(hint)}, got {_short(value)}")
     return converted
+
+
+def _short(value: Any) -> str:
+    """``repr(value)`` cut to one short line: a value pasted by mistake may be a whole file."""
+    return _SHORT.repr(value)
+
+
+_SHORT = reprlib.Repr()  # keyword arguments to Repr() need Python 3.12
+_SHORT.maxstring = _SHORT.maxother = 60
 
 
 def known_keys() -> list[str]:
@@ -333,15 +396,34 @@ def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> RunC
     if not path.exists():
         path = CONFIG_DIR / f"{name_or_path}.yaml"
         if not path.exists():
-            raise FileNotFoundError(f"no config {name_or_path!r}: not a file, and not one of the packaged "
+            raise FileNotFoundError(f"no config {str(name_or_path)!r}: not a file, and not one of the packaged "
                                     f"configs ({', '.join(list_configs())})")
-    with open(path) as f:
-        raw = yaml.safe_load(f) or {}
-    merged = _overridden(raw, overrides) if isinstance(raw, Mapping) else raw
     try:
-        return RunConfig.from_dict(merged)
-    except ValueError as e:  # the overrides were checked one by one: what is left comes from the file
+        cfg = RunConfig.from_dict(_read_yaml(path))
+    except ValueError as e:  # the file alone: an override's own mistakes are named as the override's below
         raise ValueError(f"{path}: {e}") from None
+    return apply_overrides(cfg, overrides)
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``; ValueError in one line for a folder, an unreadable, binary or empty file, or
+    a syntax error (with its line and column)."""
+    if path.is_dir():
+        raise ValueError("a folder, not a YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as e:  # reading, not writing: the input is at fault
+        raise ValueError(f"unreadable: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError("not a text (YAML) file") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"not valid YAML: {getattr(e, 'problem', None) or 'syntax error'}{where}") from None
+    if raw is None:
+        raise ValueError(f"empty; a config is a mapping of sections ({', '.join(REQUIRED)}, ...): start from a "
+                         f"packaged one in {CONFIG_DIR}")
+    return raw
 
 
 def apply_overrides(cfg: RunConfig | Mapping[str, Any], overrides: Iterable[str]) -> RunConfig:
@@ -355,20 +437,20 @@ def _overridden(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, A
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"override {item!r} is not of the form section.key=value")
+            raise ValueError(f"override {_short(item)} is not of the form section.key=value")
         parsed = yaml.safe_load(value)
         # one override sets one value: a mapping can only be YAML reading a colon in a name (data.dataset=timm:)
         parsed = value if isinstance(parsed, dict) else parsed
         try:
             parsed = _checked_override(key, parsed)
         except ValueError as e:
-            raise ValueError(f"override {item!r}: {e}") from None
+            raise ValueError(f"override {_short(item)}: {e}") from None
         *parents, leaf = key.split(".")
         node = config
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {part!r} is not a section")
+                raise ValueError(f"override {_short(item)}: {part!r} is not a section")
         node[leaf] = parsed
     return config
 

@@ -25,15 +25,17 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..data import check_data_dir
 from ..io import atomic_write
 from ..models.loading import load_model, save_model
 from ..models.vit import VisionTransformer
-from .checkpoint import list_checkpoints, load_state, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import load_state, rng_state, save_checkpoint, set_rng_state
 from .config import AugmentConfig, OptimConfig, RunConfig
 from .data import TrainData, build_eval_loader, build_train_data, count_classes, preprocessing
 from .distributed import Dist, setup_distributed
 from .metrics import MetricsLog
 from .model import build_model, compile_model
+from .rundir import checkpoint_to_resume, prepare_run_dir, remove_created, remove_leftovers, write_failed
 from .schedule import build_scheduler
 
 log = logging.getLogger("vitlens")
@@ -101,18 +103,6 @@ def _run_dir(name: str, run_dir: str | Path | None, d: Dist) -> Path:
             dist.broadcast_object_list(stamp)
         run_dir = stamp[0]
     return Path(run_dir)
-
-
-def _checkpoint_to_resume(run_dir: Path, resume: bool) -> Path | None:
-    """The newest complete checkpoint when resuming; a fresh run may not write into another run's folder."""
-    if resume:
-        if not (checkpoints := list_checkpoints(run_dir)):
-            raise FileNotFoundError(f"--resume: {run_dir} has no complete checkpoint (checkpoints/step_*/state.pt)")
-        return checkpoints[-1]
-    if (run_dir / "metrics.jsonl").exists() or list_checkpoints(run_dir):
-        raise ValueError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or choose another "
-                         f"--out (a second run there would mix its metrics and checkpoints with the first's)")
-    return None
 
 
 def _initial_model(cfg: RunConfig, num_classes: int, checkpoint: Path | None, device: torch.device) -> nn.Module:
@@ -306,35 +296,60 @@ def run_loop(run: Run) -> bool:
 def train(cfg: RunConfig | Mapping[str, Any], run_dir: str | Path | None = None, resume: bool = False) -> Path:
     """Train as the config says and return the run directory (``load_model`` accepts it).
 
+    Before building data or a model it checks the data folder and proves the run folder can be written; leftovers
+    of writes a kill interrupted are removed. A write that fails mid-run (a full disk) stops it with
+    :class:`RunWriteError`, an OSError naming the path and the last checkpoint, which is intact.
+
     Args:
         cfg: a :class:`RunConfig` (see :func:`load_config`), or its YAML shape (checked the same way).
         run_dir: where config, metrics and checkpoints go; default ``runs/<name>-<time>``.
         resume: continue from the newest complete checkpoint in ``run_dir`` (model, optimizer, scheduler, EMA,
             step, data position and every RNG), so the run ends exactly as an uninterrupted one would (for
-            map-style datasets; a streamed one continues at the same step in its own order).
+            map-style datasets; a streamed one continues at the same step in its own order). A folder whose run
+            stopped before its first checkpoint starts again from step 0.
     """
     cfg = cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg)
     d = setup_distributed(cfg.train.device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    check_data_dir(cfg.data.dataset, cfg.data.data_dir, ("train", "test") if cfg.train.eval else ("train",))
     run_dir = _run_dir(cfg.name, run_dir, d)
-    checkpoint = _checkpoint_to_resume(run_dir, resume)
-    run = setup(cfg, d, run_dir, checkpoint)
+    created = prepare_run_dir(run_dir) if d.main else []
+    checkpoint = checkpoint_to_resume(run_dir, resume)
     if d.main:
-        config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-        atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(config_text))
-        run.metrics = MetricsLog(run_dir, run.step if checkpoint else None)
-        if checkpoint:
-            print(f"resuming {run_dir} from step {run.step} of {run.total}")
+        remove_leftovers(run_dir)
+        if resume and checkpoint is None:
+            print(f"{run_dir} has no complete checkpoint (its run stopped before the first): starting it again from "
+                  f"step 0 with its config")
     try:
-        finished = run_loop(run)
+        run = setup(cfg, d, run_dir, checkpoint)
+    except BaseException:
+        remove_created(created)
+        raise
+    try:
+        finished = _write_and_train(run, resume)
+    except OSError as e:
+        raise write_failed(e, run_dir, run.step, run.last_checkpoint) from e
     finally:
         if run.metrics is not None:
             run.metrics.close()
-    if d.main and finished:
-        save_model(run.ema.module if run.ema is not None else run.model, run_dir / "model.safetensors",
-                   extra=dict(step=run.step))
-        print(f"done: {run_dir}/model.safetensors (load with vitlens.load_model({str(run_dir)!r}))")
-    elif d.main:
-        print(f"stopped at step {run.step} as asked (train.stop_at); continue with --resume {run_dir}")
+    if d.main:
+        print(f"done: {run_dir}/model.safetensors (load with vitlens.load_model({str(run_dir)!r}))" if finished else
+              f"stopped at step {run.step} as asked (train.stop_at); continue with --resume {run_dir}")
     return run_dir
+
+
+def _write_and_train(run: Run, resume: bool) -> bool:
+    """Write the run's config.yaml and open its metrics, train, and save the final weights; False if it stopped at
+    ``train.stop_at``."""
+    if run.dist.main:
+        config_text = yaml.safe_dump(run.cfg.to_dict(), sort_keys=False)
+        atomic_write(run.dir / "config.yaml", lambda tmp: Path(tmp).write_text(config_text))
+        run.metrics = MetricsLog(run.dir, run.step if resume else None)  # a restart from step 0 drops every record
+        if run.last_checkpoint is not None:
+            print(f"resuming {run.dir} from step {run.step} of {run.total}")
+    finished = run_loop(run)
+    if run.dist.main and finished:
+        save_model(run.ema.module if run.ema is not None else run.model, run.dir / "model.safetensors",
+                   extra=dict(step=run.step))
+    return finished

@@ -19,8 +19,7 @@ class MetricsLog:
     def __init__(self, run_dir: Path, resume_step: int | None) -> None:
         self.path = run_dir / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
-            keep = [line for line in self.path.read_text().splitlines()
-                    if line and json.loads(line).get("step", 0) <= resume_step]
+            keep = [line for line in self.path.read_text().splitlines() if _step(line) <= resume_step]
             atomic_write(self.path, lambda tmp: Path(tmp).write_text("".join(k + "\n" for k in keep)))
         self.file = open(self.path, "a")
         try:
@@ -33,8 +32,11 @@ class MetricsLog:
             self.tb = None
 
     def write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as e:  # a write to an open file names no file
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
         if self.tb is not None:
             for k, v in record.items():
                 if k != "step" and isinstance(v, (int, float)):
@@ -44,3 +46,11 @@ class MetricsLog:
         self.file.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def _step(line: str) -> float:
+    """A record's step; infinite for a line a kill cut short (or an empty one), so a resumed run drops it."""
+    try:
+        return json.loads(line).get("step", 0)
+    except ValueError:
+        return float("inf")
