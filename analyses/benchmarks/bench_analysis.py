@@ -17,7 +17,7 @@ import time
 import torch
 
 import vitlens
-from common import interleaved_min, write_result
+from common import capture_overhead, interleaved_min, write_result
 from vitlens.analysis import attention_distance, attention_rollout, gradient_rollout
 
 DISTANCE_BATCH = 32
@@ -25,20 +25,9 @@ DISTANCE_BATCH = 32
 
 def bench_capture(repeats: int) -> dict:
     model = vitlens.create_model("vit_b16").eval()
-    x = torch.randn(8, 3, 224, 224)
-
-    def fused():
-        with torch.inference_mode():
-            model(x)
-
-    def captured():
-        with torch.inference_mode(), vitlens.capture(model):
-            model(x)
-
-    t = interleaved_min({"fused": fused, "captured": captured}, repeats=repeats)
-    row = dict(model="vit_b16", batch=8, fused_s=t["fused"], captured_s=t["captured"],
-               overhead=t["captured"] / t["fused"] - 1)
-    print(f"capture overhead ViT-B/16 b8: fused {t['fused']:.3f} s, all layers captured {t['captured']:.3f} s "
+    t = capture_overhead(model, torch.randn(8, 3, 224, 224), repeats)
+    row = dict(model="vit_b16", batch=8, fused_s=t["fused_s"], captured_s=t["captured_s"], overhead=t["ratio"] - 1)
+    print(f"capture overhead ViT-B/16 b8: fused {t['fused_s']:.3f} s, all layers captured {t['captured_s']:.3f} s "
           f"({100 * row['overhead']:+.1f}%)")
     return row
 

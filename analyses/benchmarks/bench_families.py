@@ -20,7 +20,7 @@ import timm
 import torch
 
 import vitlens
-from common import interleaved_min, write_result
+from common import capture_overhead, write_result
 from vitlens.analysis import attention_rollout, cls_map, mean_attention_distance, streamed_maps
 
 FAMILIES = ["vit_base_patch16_224.augreg2_in21k_ft_in1k", "deit_base_distilled_patch16_224", "deit3_base_patch16_224",
@@ -36,20 +36,9 @@ def bench_capture(repeats: int) -> list[dict]:
         name, kw = entry if isinstance(entry, tuple) else (entry, {})
         torch.manual_seed(0)
         model = timm.create_model(name, pretrained=False, **kw).eval()
-        x = torch.randn(8, 3, *model.patch_embed.img_size)
-
-        def fused():
-            with torch.inference_mode():
-                model(x)
-
-        def captured():
-            with torch.inference_mode(), vitlens.capture(model):
-                model(x)
-
-        t = interleaved_min({"fused": fused, "captured": captured}, repeats=repeats)
-        rows.append(dict(model=name, cls=type(model).__name__, tokens=vitlens.token_layout(model).num_tokens,
-                         fused_s=t["fused"], captured_s=t["captured"], ratio=t["captured"] / t["fused"]))
-        print(f"{name:45s} fused {t['fused']:.2f} s, captured {t['captured']:.2f} s: {rows[-1]['ratio']:.3f}x")
+        t = capture_overhead(model, torch.randn(8, 3, *model.patch_embed.img_size), repeats)
+        rows.append(dict(model=name, cls=type(model).__name__, tokens=vitlens.token_layout(model).num_tokens, **t))
+        print(f"{name:45s} fused {t['fused_s']:.2f} s, captured {t['captured_s']:.2f} s: {t['ratio']:.3f}x")
     return rows
 
 

@@ -64,6 +64,23 @@ def interleaved_min(fns: dict[str, Callable[[], None]], repeats: int = 5, warmup
     return best
 
 
+def capture_overhead(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Seconds of a forward pass with every layer's attention captured against the plain fused one (interleaved,
+    min of ``repeats``), and their ratio."""
+    import vitlens
+
+    def fused():
+        with torch.inference_mode():
+            model(x)
+
+    def captured():
+        with torch.inference_mode(), vitlens.capture(model):
+            model(x)
+
+    t = interleaved_min({"fused": fused, "captured": captured}, repeats=repeats)
+    return dict(fused_s=t["fused"], captured_s=t["captured"], ratio=t["captured"] / t["fused"])
+
+
 def write_result(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -26,29 +26,11 @@ from PIL import Image, PngImagePlugin
 from safetensors.torch import load_file, save_file
 
 import vitlens
+from hostile import TINY, error_line, vitlens_cmd
 from test_npz import official_vit_arrays
 from vitlens.images import open_image
 from vitlens.models.loading import model_metadata
 from vitlens.train import load_config, load_state
-
-# tqdm's progress bar, which shares stderr with the error line: "run:  50%|█████     | 2/4 [00:00<...]"
-BAR = re.compile(r"\d+%\|.*\|")
-
-
-def vitlens_cmd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``vitlens ARGS`` as a user runs it, from ``cwd``."""
-    return subprocess.run([sys.executable, "-m", "vitlens.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
-
-
-def error_line(proc: subprocess.CompletedProcess) -> str:
-    """The command exits with 2 (bad input) and stderr, the progress bar aside, is exactly one line: return it."""
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line.rsplit("\r", 1)[-1] for line in proc.stderr.splitlines()]
-    lines = [line for line in lines if line.strip() and not BAR.search(line)]
-    assert proc.returncode == 2 and len(lines) == 1, (proc.returncode, proc.stderr)
-    return lines[0]
-
 
 def tiny_vit() -> torch.nn.Module:
     return vitlens.create_model("vit_ti16", depth=1, img_size=32, patch_size=8, embed_dim=32, num_heads=2,
@@ -249,12 +231,6 @@ def test_corrupt_metadata_in_a_pytorch_file(tmp_path):
 
 
 # ---- an evil or broken training state under --resume ---------------------------------------------------------
-TINY = ["model.img_size=32", "model.patch_size=8", "model.in_chans=3", "model.embed_dim=32", "model.depth=1",
-        "model.num_heads=2", "model.mlp_dim=64", "data.dataset=synthetic", "data.subset=64", "train.batch_size=16",
-        "train.steps=4", "train.ckpt_every=2", "train.log_every=1", "train.eval=false", "train.threads=1",
-        "schedule.warmup_steps=1"]
-
-
 @pytest.fixture(scope="module")
 def stopped_run(tmp_path_factory) -> Path:
     """A tiny run stopped at step 2 with its checkpoint, to be resumed."""
