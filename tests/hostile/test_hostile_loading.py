@@ -207,9 +207,9 @@ METADATA = {
     "no config": ('{"kind": "vit"}', r"has no 'config' object; re-save the model with vitlens\.save_model"),
     "config a list": (_metadata(config=[32, 8]), r"has a 'config' that is a JSON list; re-save.*"),
     # the "not all arguments converted during string formatting": '32' % num_heads inside the model
-    "a width as text": (_metadata(config__embed_dim="32"), r"has config\.embed_dim = '32', which is not int; .*"),
+    "a width as text": (_metadata(config__embed_dim="32"), r"has config\.embed_dim = '32', which is not an integer; .*"),
     "a bad data config": (_metadata(data_config__input_size="3x32x32"),
-                          r"has data_config\.input_size = '3x32x32', which is not a list of int; .*"),
+                          r"has data_config\.input_size = '3x32x32', which is not a list of integers; .*"),
     "an unknown kind": (_metadata(kind="mlp"), r"has kind 'mlp', not 'vit' or 'cnn'; .*"),
 }
 

@@ -75,6 +75,8 @@ def test_a_config_file_that_cannot_be_a_run_is_refused_in_one_line(tmp_path, cas
 
 
 OVERRIDES = {  # command-line values: the key, what it must be, and the value given
+    ("model.depth=abc",): "model.depth must be an integer, got 'abc'",  # the model section too, before anything
+    ("model.dept=3",): "unknown key model.dept; did you mean model.depth?",
     ("optim.lr=abc",): "optim.lr must be a finite number, got 'abc'",
     ("optim.lr=" + "abc" * 5000,): "optim.lr must be a finite number, got 'abcabc",
     ("train.epochs=abc",): "train.epochs must be an integer or null, got 'abc'",
@@ -121,8 +123,9 @@ def test_every_range_is_checked_when_the_config_is_built(override, expected):
 
 
 # ---- data and output folders: checked before the data or the model is built -----------------------------------
-# A model section that fails when the model is built: a case that names the folder instead was checked before it.
-TRIPWIRE = "model.depth=abc"
+# A model section that fails only when the model is built (well typed, but 96 is not divisible by 5 heads): a case
+# that names the folder instead was checked before it.
+TRIPWIRE = "model.num_heads=5"
 
 
 @pytest.mark.parametrize("dataset, folder, expected", ids=["fashion-missing", "fashion-empty", "folder-missing",

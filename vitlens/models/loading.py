@@ -1,19 +1,18 @@
 """``load_model``: timm's hub, Google ``.npz``, safetensors / PyTorch files, run directories, bundled demos."""
 from __future__ import annotations
 
-import collections.abc
 import json
 import logging
 import os
-import types
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Mapping, Sequence, get_type_hints
 
 import torch
 from torch import nn
 
+from ..fields import accept, describe, short
 from ..io import atomic_write
 from .cnn import create_cnn
 from .configs import CONFIG_FIELDS
@@ -80,30 +79,6 @@ def _constructor_hints(build: Callable) -> dict[str, Any]:
     return get_type_hints(build.__init__ if isinstance(build, type) else build)
 
 
-def _fits(value: Any, hint: Any) -> bool:
-    """Whether a JSON value fits a constructor's annotation (the kinds VisionTransformer and create_cnn use)."""
-    if get_origin(hint) in (Union, types.UnionType):
-        return any(_fits(value, option) for option in get_args(hint))
-    if get_origin(hint) is Literal:
-        return value in get_args(hint)
-    if get_origin(hint) is collections.abc.Sequence:
-        return isinstance(value, (list, tuple)) and all(_fits(v, get_args(hint)[0]) for v in value)
-    if hint in (int, float):  # JSON has no int/float distinction for 3.0, and bool is an int in Python
-        return isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
-    return hint is Any or (value is None if hint is type(None) else isinstance(value, hint))
-
-
-def _describe(hint: Any) -> str:
-    """An annotation in JSON's words: ``int | Sequence[int]`` is "int or a list of int"."""
-    if get_origin(hint) in (Union, types.UnionType):
-        return " or ".join(_describe(option) for option in get_args(hint))
-    if get_origin(hint) is Literal:
-        return " or ".join(map(repr, get_args(hint)))
-    if get_origin(hint) is collections.abc.Sequence:
-        return f"a list of {_describe(get_args(hint)[0])}"
-    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
-
-
 def _metadata_problem(meta: Mapping[str, Any]) -> str | None:
     """What is wrong with a file's vitlens metadata, or None. A field of the wrong type would otherwise fail deep
     inside the model: a width saved as a string gives "not all arguments converted during string formatting" from
@@ -118,8 +93,8 @@ def _metadata_problem(meta: Mapping[str, Any]) -> str | None:
     hints = _constructor_hints(create_cnn if kind == "cnn" else VisionTransformer)
     for name, fields, field_hints in (("config", config, hints), ("data_config", data_config, DATA_CONFIG_HINTS)):
         for key, value in fields.items():
-            if key in field_hints and not _fits(value, field_hints[key]):
-                return f"has {name}.{key} = {value!r}, which is not {_describe(field_hints[key])}"
+            if key in field_hints and not accept(value, field_hints[key])[0]:
+                return f"has {name}.{key} = {short(value)}, which is not {describe(field_hints[key])}"
     return None
 
 

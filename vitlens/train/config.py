@@ -11,15 +11,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import math
-import reprlib
-import types
 from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Literal, Mapping, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Iterable, Literal, Mapping, get_args, get_type_hints
 
 import yaml
+
+from ..fields import check_value, short
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -34,7 +33,7 @@ class Section:
     def __post_init__(self) -> None:
         hints = _type_hints(type(self))
         for f in fields(self):
-            value = check_value(f"{self.section}.{f.name}", getattr(self, f.name), hints[f.name])
+            value = _check(f"{self.section}.{f.name}", getattr(self, f.name), hints[f.name])
             object.__setattr__(self, f.name, value)  # frozen: the converted value replaces the given one once
         self.validate()
 
@@ -44,7 +43,7 @@ class Section:
     def require(self, key: str, ok: bool, what: str) -> None:
         """Refuse the value of ``key`` unless ``ok``: ValueError naming the key, what it must be, and the value."""
         if not ok:
-            raise ValueError(f"{self.section}.{key} must be {what}, got {_short(getattr(self, key))}")
+            raise ValueError(f"{self.section}.{key} must be {what}, got {short(getattr(self, key))}")
 
     def require_positive(self, *keys: str, optional: bool = False) -> None:
         """Each of ``keys`` must be above zero (or null when ``optional``): a count of steps, images, processes."""
@@ -268,9 +267,10 @@ class RunConfig:
         if missing := [key for key in REQUIRED if key not in raw]:
             raise ValueError(f"missing section{'s' * (len(missing) > 1)} {', '.join(missing)}: a config needs "
                              f"{', '.join(REQUIRED)} (the packaged ones in {CONFIG_DIR} spell out every key)")
-        name = check_value("name", raw.get("name", "run"), str)
+        name = _check("name", raw.get("name", "run"), str)
         if not isinstance(raw["model"], Mapping):
-            raise ValueError(f"model must be a mapping of constructor arguments, got {_short(raw['model'])}")
+            raise ValueError(f"model must be a mapping of constructor arguments, got {short(raw['model'])}")
+        check_model_section(raw["model"])
         # a section whose keys are all commented out reads as None
         sections = {key: _section(cls_, {} if raw.get(key) is None else raw[key]) for key, cls_ in SECTIONS.items()}
         return cls(name=name, model=dict(raw["model"]), **sections)
@@ -280,13 +280,37 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+def check_model_section(model: Mapping[str, Any]) -> None:
+    """The open ``model`` section checked against the constructor that will take it, before anything is built:
+    VisionTransformer's fields for ``arch: vit``, a :func:`vitlens.create_model` name or a ``source`` (whose fields
+    reach ``load_model``), :func:`vitlens.create_cnn`'s own for a timm CNN (timm checks the rest itself). An unknown
+    field gets a suggestion; a value of the wrong type names the key and the type."""
+    from ..models.cnn import create_cnn
+    from ..models.configs import CONFIG_FIELDS, MODEL_CONFIGS
+    from ..models.vit import VisionTransformer
+
+    own = {"arch": str, "source": str}
+    arch = model.get("arch", "vit")
+    if "source" in model or arch == "vit" or arch in MODEL_CONFIGS:
+        hints, fields_ = {**_type_hints(VisionTransformer.__init__), **own}, [*CONFIG_FIELDS, *own]
+    else:
+        hints, fields_ = {**_type_hints(create_cnn), **own}, None  # timm's own keyword arguments are open
+    for key, value in model.items():
+        if fields_ is not None and key not in fields_:
+            close = difflib.get_close_matches(key, fields_, n=3)
+            raise ValueError(f"unknown key model.{key}" + (f"; did you mean {' or '.join(f'model.{c}' for c in close)}?"
+                                                            if close else f"; the model takes {', '.join(fields_)}"))
+        if key in hints:
+            _check(f"model.{key}", value, hints[key])
+
+
 # The sections a config must name: their fields include one without a default (model is the open one).
 REQUIRED = ("model", "data", "optim", "train")
 
 
 def _section(cls: type[Section], body: Any) -> Section:
     if not isinstance(body, Mapping):
-        raise ValueError(f"{cls.section} must be a mapping of keys, got {_short(body)}")
+        raise ValueError(f"{cls.section} must be a mapping of keys, got {short(body)}")
     for f in fields(cls):
         if f.name not in body and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ValueError(f"missing key {cls.section}.{f.name}")
@@ -294,66 +318,14 @@ def _section(cls: type[Section], body: Any) -> Section:
 
 
 # ---- values and keys --------------------------------------------------------------------------------
+def _check(key: str, value: Any, hint: Any) -> Any:
+    """A config value checked against its field's annotation; YAML may give a number as text (``3e-3``)."""
+    return check_value(key, value, hint, numbers_from_text=True)
+
+
 @cache
 def _type_hints(cls: type) -> dict[str, Any]:
     return get_type_hints(cls)
-
-
-def _accept(value: Any, hint: Any) -> tuple[bool, Any]:
-    """Whether ``value`` fits ``hint`` (a type, a union, a Literal or a list), and the value converted to it."""
-    if get_origin(hint) in (Union, types.UnionType):
-        for option in get_args(hint):
-            ok, converted = _accept(value, option)
-            if ok:
-                return True, converted
-        return False, value
-    if get_origin(hint) is Literal:
-        return value in get_args(hint), value
-    if get_origin(hint) is list:
-        if not isinstance(value, (list, tuple)):
-            return False, value
-        items = [_accept(v, get_args(hint)[0]) for v in value]
-        return all(ok for ok, _ in items), [v for _, v in items]
-    if hint is float:  # a string too: YAML 1.1 reads a number without a dot (3e-3) as one
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            return False, value
-        return not isinstance(value, bool) and math.isfinite(number), number
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if hint is type(None):
-        return value is None, value
-    return isinstance(value, hint), value
-
-
-def _describe(hint: Any) -> str:
-    if get_origin(hint) in (Union, types.UnionType):
-        return " or ".join(_describe(option) for option in get_args(hint))
-    if get_origin(hint) is Literal:
-        values = get_args(hint)
-        return repr(values[0]) if len(values) == 1 else f"one of {values}"
-    if get_origin(hint) is list:
-        return "a list of " + {float: "numbers", int: "integers", str: "strings"}[get_args(hint)[0]]
-    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
-            type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
-
-
-def check_value(key: str, value: Any, hint: Any) -> Any:
-    """``value`` converted to the type ``hint``; ValueError naming ``key`` and the expected type if it does not fit."""
-    ok, converted = _accept(value, hint)
-    if not ok:
-        raise ValueError(f"{key} must be {_describe(hint)}, got {_short(value)}")
-    return converted
-
-
-def _short(value: Any) -> str:
-    """``repr(value)`` cut to one short line: a value pasted by mistake may be a whole file."""
-    return _SHORT.repr(value)
-
-
-_SHORT = reprlib.Repr()  # keyword arguments to Repr() need Python 3.12
-_SHORT.maxstring = _SHORT.maxother = 60
 
 
 def known_keys() -> list[str]:
@@ -437,34 +409,35 @@ def _overridden(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, A
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"override {_short(item)} is not of the form section.key=value")
+            raise ValueError(f"override {short(item)} is not of the form section.key=value")
         parsed = yaml.safe_load(value)
         # one override sets one value: a mapping can only be YAML reading a colon in a name (data.dataset=timm:)
         parsed = value if isinstance(parsed, dict) else parsed
         try:
             parsed = _checked_override(key, parsed)
         except ValueError as e:
-            raise ValueError(f"override {_short(item)}: {e}") from None
+            raise ValueError(f"override {short(item)}: {e}") from None
         *parents, leaf = key.split(".")
         node = config
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ValueError(f"override {_short(item)}: {part!r} is not a section")
+                raise ValueError(f"override {short(item)}: {part!r} is not a section")
         node[leaf] = parsed
     return config
 
 
 def _checked_override(key: str, value: Any) -> Any:
-    """An override's value converted to its key's type; the open ``model`` section takes any key and value."""
+    """An override's value converted to its key's type; the open ``model`` section is checked as a whole, once the
+    architecture it builds is known (:func:`check_model_section`)."""
     *parents, leaf = key.split(".")
     if parents[:1] == ["model"]:
         return value
     if key == "name":
-        return check_value(key, value, str)
+        return _check(key, value, str)
     if len(parents) != 1:
         raise ValueError(_unknown(key))
-    return check_value(key, value, field_type(parents[0], leaf))
+    return _check(key, value, field_type(parents[0], leaf))
 
 
 def compiles(setting: Any) -> bool:
