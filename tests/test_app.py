@@ -246,3 +246,16 @@ def test_bias_page_every_control():
     assert figures(at) == 2
     at.text_input(key="bias_cnn").set_value("demo:vit-fashion").run()
     assert not at.exception and "is a ViT" in at.error[0].value
+
+
+def test_probe_page_with_few_training_images_and_the_default_shots_shows_no_traceback():
+    """The first 250 training images hold 20 ankle boots: the default 25-shot evaluation cannot draw 25. The page
+    runs the shots it can, says which it left out and why, and keeps working after a later slider move."""
+    at = open_page("probe")
+    at.select_slider(key="probe_train").set_value(250)
+    at.select_slider(key="probe_test").set_value(100)
+    ok(at.button(key="probe_run").click().run())
+    assert figures(at) == 2
+    assert any("25-shot" in i.value and "only 20 of class 9 (Ankle boot)" in i.value for i in at.info), at.info
+    assert "25-shot" not in at.dataframe[0].value.columns and "10-shot" in at.dataframe[0].value.columns
+    ok(at.select_slider(key="probe_test").set_value(500).run())

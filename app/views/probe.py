@@ -5,6 +5,7 @@ import streamlit as st
 from kit import inputs, models, show
 from vitlens.analysis import linear_probe
 from vitlens.analysis.figures import probe_figure
+from vitlens.data.fashion_mnist import CLASSES
 
 st.title("Linear probe")
 st.write("Frozen features of every layer (ViT: class token; CNN: pooled stage) into a logistic regression on "
@@ -42,6 +43,10 @@ if st.button("Run the probes", key="probe_run", type="primary") or st.session_st
                      **{f"{k}-shot": r["fewshot"][n][k]["mean"] for k in (r["fewshot"] or {}).get(n, {})}}
                     for n in r["layers"]]
             table = pd.DataFrame(rows)
+            if out := r["shots_left_out"]:
+                st.info(f"{', '.join(f'{k}-shot' for k in out['shots'])} left out: the first {n_train} training "
+                        f"images hold only {out['count']} of class {out['scarcest_class']} "
+                        f"({CLASSES[out['scarcest_class']]}), so no draw of {out['shots'][0]} per class exists.")
             show.show(fig, f"probe_{kind.lower()}", table, f"probe_fig_{kind}")
             st.dataframe(table.style.format(precision=3, subset=table.columns[1:]), hide_index=True)
 else:

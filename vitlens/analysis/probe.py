@@ -68,6 +68,19 @@ def fewshot_ridge(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Te
     return float((pred == test_y.long()).double().mean())
 
 
+def feasible_shots(labels: torch.Tensor, shots: Sequence[int]) -> tuple[list[int], list[int], int, int]:
+    """Which few-shot sizes every class can fill from these training labels.
+
+    Returns:
+        the sizes that fit, the ones that do not, and the scarcest class with its number of examples.
+    """
+    classes, counts = torch.as_tensor(labels).unique(return_counts=True)
+    fewest = int(counts.argmin())
+    limit = int(counts[fewest])
+    return ([int(k) for k in shots if k <= limit], [int(k) for k in shots if k > limit], int(classes[fewest]),
+            limit)
+
+
 def sample_shots(labels: torch.Tensor, shots: int, seed: int) -> torch.Tensor:
     """Indices of ``shots`` random examples of every class, drawn with ``seed``."""
     g = torch.Generator().manual_seed(seed)
@@ -122,14 +135,17 @@ def linear_probe(model: nn.Module, train: Iterable, test: Iterable, *, layers: S
 
     Returns:
         ``layers`` (names, network order, ``pre_logits`` last); ``logistic``: name -> test accuracy (or None);
-        ``fewshot``: name -> shots -> {mean, std, runs} (or None); ``n_train``, ``n_test``.
+        ``fewshot``: name -> shots -> {mean, std, runs} (or None); ``n_train``, ``n_test``; ``shots_left_out``: the
+        sizes the scarcest class cannot fill (``shots``, ``scarcest_class``, ``count``), or None.
     """
     train_f, train_y = dataset_features(model, train, layers=layers, progress=progress, desc="train features")
     test_f, test_y = dataset_features(model, test, layers=layers, progress=progress, desc="test features")
     features = (train_f, train_y, test_f, test_y)
+    shots, left_out, scarce, count = feasible_shots(train_y, shots or ())
     return dict(layers=list(train_f), n_train=len(train_y), n_test=len(test_y),
                 logistic=evaluate_features(*features, C=C) if logistic else None,
-                fewshot=evaluate_features(*features, shots=shots, seeds=seeds, l2_reg=l2_reg) if shots else None)
+                fewshot=evaluate_features(*features, shots=shots, seeds=seeds, l2_reg=l2_reg) if shots else None,
+                shots_left_out=dict(shots=left_out, scarcest_class=scarce, count=count) if left_out else None)
 
 
 def evaluate_features(train_f: dict[str, torch.Tensor], train_y: torch.Tensor, test_f: dict[str, torch.Tensor],

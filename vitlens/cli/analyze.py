@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -177,11 +178,15 @@ def _probe(args: argparse.Namespace) -> int:
     test, test_desc = _loader(name, model, args, split="test", limit=args.test_limit)
     res = linear_probe(model, train, test, layers=args.layers, logistic=not args.no_logistic, shots=args.shots,
                        seeds=range(args.seeds), C=args.C, l2_reg=args.l2_reg)
+    if out := res["shots_left_out"]:
+        print(f"vitlens: {', '.join(map(str, out['shots']))}-shot left out: the training images hold only "
+              f"{out['count']} of class {out['scarcest_class']} (--train-limit more)", file=sys.stderr)
     data = f"train {train_desc}; test {test_desc}"
     title = _title("Linear evaluation of frozen features per layer", args, model, data)
     fig = figures.probe_figure(res["layers"], res["logistic"], res["fewshot"], title)
     return _finish(args, {"probe": fig}, dict(data=data, layers=res["layers"], logistic=res["logistic"],
-                                              fewshot=res["fewshot"], l2_reg=args.l2_reg, C=args.C))
+                                              fewshot=res["fewshot"], shots_left_out=res["shots_left_out"],
+                                              l2_reg=args.l2_reg, C=args.C))
 
 
 def _norms(args: argparse.Namespace) -> int:
