@@ -59,7 +59,7 @@ def test_model_page_describes_the_default_model(tmp_path, monkeypatch):
     monkeypatch.setenv("VITLENS_APP_RUNS_DIR", str(tmp_path))  # an empty runs folder
     at = open_page("model")
     assert at.sidebar.selectbox(key="bundled").value == "demo:vit-fashion"
-    assert [m.label for m in at.metric] == ["Kind", "Parameters", "Input", "Classes"]
+    assert [m.label for m in at.metric] == ["Kind", "Parameters", "Input", "Classes", "Test accuracy"]
     assert at.metric[0].value == "ViT" and at.metric[2].value == "1 x 28 x 28"
     at.sidebar.radio(key="source_kind").set_value("Runs folder")
     ok(at.run())

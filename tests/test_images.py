@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from vitlens.images import (LUMA, display_view, load_image, photo, prepare, preprocess, read_zip, sample_image,
-                            to_channels)
+                            to_channels, unnormalize)
 
 
 def png(arr: np.ndarray) -> bytes:
@@ -37,15 +37,17 @@ def test_read_zip_keeps_images_and_names_what_it_skips():
         read_zip(b"not a zip", 16)
 
 
-def test_display_view_is_grayscale_for_a_one_channel_model_and_keeps_the_aspect():
-    image = torch.rand(3, 20, 40)
+def test_display_view_is_the_models_input_magnified_by_whole_pixels():
+    image = torch.rand(3, 20, 40)  # already at the model's 20 x 40: rows and columns differ
     config = dict(input_size=(1, 20, 40), mean=(0.5,), std=(0.5,))
-    view = display_view(image, config, side=80)
+    view = display_view(image, config, side=90)  # 90 // 40 = 2: each model pixel a 2 x 2 block
     assert view.shape == (1, 40, 80)
     luma = (image * torch.tensor(LUMA).view(3, 1, 1)).sum(0)
-    want = Image.fromarray(luma.numpy(), mode="F").resize((80, 40), Image.BILINEAR)  # PIL's own bilinear
-    np.testing.assert_allclose(view[0].numpy(), np.clip(np.asarray(want), 0, 1), atol=1e-5)
-    assert display_view(image, dict(config, input_size=(3, 20, 40)), side=40).shape == (3, 20, 40)
+    torch.testing.assert_close(view[0, ::2, ::2], luma)
+    torch.testing.assert_close(view[0, 1::2, 1::2], luma)
+    assert display_view(image, dict(config, input_size=(3, 20, 40)), side=10).shape == (3, 20, 40)  # never below
+    x = prepare(image, dict(config, input_size=(3, 20, 40)))
+    torch.testing.assert_close(unnormalize(x[0], dict(config, mean=(0.5,) * 3, std=(0.5,) * 3)), image)
 
 
 def test_to_channels_and_prepare_against_hand_formulas():

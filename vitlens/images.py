@@ -236,20 +236,30 @@ def prepare(images: torch.Tensor, data_config: Mapping[str, Any]) -> torch.Tenso
     return TF.normalize(x, list(data_config["mean"]), list(data_config["std"]))
 
 
+def unnormalize(x: torch.Tensor, data_config: Mapping[str, Any]) -> torch.Tensor:
+    """A model input (..., C, H, W, normalised with the config's mean and std) back in [0, 1]."""
+    mean = torch.tensor(data_config["mean"], dtype=x.dtype).view(-1, 1, 1)
+    std = torch.tensor(data_config["std"], dtype=x.dtype).view(-1, 1, 1)
+    return (x * std + mean).clamp(0, 1)
+
+
 def display_view(image: torch.Tensor, data_config: Mapping[str, Any], side: int = 224) -> torch.Tensor:
-    """An image in [0, 1] as the model gets it (its channels: grayscale for a 1-channel model), resized so that
-    its longer side is ``side`` pixels: the background of the maps drawn over the input.
+    """What the model sees, for drawing maps over: the image at the model's input size and channels (grayscale for a
+    1-channel model), magnified by a whole factor to about ``side`` pixels with no smoothing, so each of the
+    model's pixels is a flat square (a 28 x 28 input shown at 224 px is 8 x 8 blocks, not a blurred photo).
 
     Args:
-        image: C x H x W in [0, 1], already cut to the model's geometry (e.g. by :func:`photo`).
+        image: C x H x W in [0, 1]: a model input passed through :func:`unnormalize`, or an image cut to the
+            model's geometry (e.g. by :func:`photo`), resized as :func:`prepare` resizes when its size differs.
         data_config: ``model.data_config``.
-        side: display size of the longer side.
+        side: about how many pixels the longer side is shown at (at least the input size).
     """
     channels, h, w = data_config["input_size"]
-    scale = side / max(h, w)
     x = to_channels(image[None], channels)
-    x = TF.resize(x, [round(h * scale), round(w * scale)], interpolation=TF.InterpolationMode.BILINEAR,
-                  antialias=True)
+    if tuple(x.shape[-2:]) != (h, w):
+        x = TF.resize(x, [h, w], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    scale = max(1, side // max(h, w))
+    x = x.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
     return x[0].clamp(0, 1)
 
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from vitlens.data import knows_only_fashion_mnist, load_tensors
 from vitlens.data.fashion_mnist import CLASSES as FASHION_CLASSES
-from vitlens.images import SAMPLE_PHOTOS, ImageError, model_view, open_image, preprocess, sample_image
+from vitlens.images import SAMPLE_PHOTOS, ImageError, display_view, open_image, preprocess, sample_image, unnormalize
 
 from .models import PAPER_CHECKPOINT, load, max_upload_mb
 from .show import literal
@@ -93,12 +93,13 @@ def model_input(source: str, inp: InputImage) -> torch.Tensor:
 
 
 def view(source: str, inp: InputImage) -> torch.Tensor:
-    """3 x H x W in [0, 1]: what the model sees (same crop), magnified for drawing maps over it."""
+    """C x H x W in [0, 1]: the model's own input (its size, its channels), magnified by whole pixels for drawing
+    maps over it."""
     return _prepared(source, inp.digest, inp.image)[1]
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
 def _prepared(source: str, digest: str, _image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
     config = load(source).data_config
-    scale = max(1, DISPLAY_SIDE // config["input_size"][1])
-    return preprocess(_image, config), torch.from_numpy(model_view(_image, config, scale)).permute(2, 0, 1)
+    x = preprocess(_image, config)
+    return x, display_view(unnormalize(x[0], config), config, DISPLAY_SIDE)

@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 import vitlens
+from vitlens.models.layout import is_vit as layout_is_vit
 
 from .show import literal
 
@@ -154,7 +155,8 @@ def try_load(source: str) -> nn.Module | None:
 
 
 def is_vit(model: nn.Module) -> bool:
-    return isinstance(model, vitlens.VisionTransformer)
+    """A ViT the analyses read (vitlens's, or one of timm's families): not a CNN."""
+    return layout_is_vit(model)
 
 
 def describe(model: nn.Module) -> dict[str, Any]:
@@ -214,15 +216,19 @@ def model_picker() -> str:
     return source
 
 
-def current_model(require_vit: bool = True) -> tuple[str, nn.Module]:
-    """The sidebar's model; stops the page (the sidebar stays usable) if it cannot be used here."""
+def current_model(needs_vit: str | None = None) -> tuple[str, nn.Module]:
+    """The sidebar's model; stops the page (the sidebar stays usable) if it cannot be used here.
+
+    Args:
+        needs_vit: what this page reads of a ViT, said when the sidebar holds a CNN (e.g. "reads attention maps");
+            None when any model will do.
+    """
     source = st.session_state.get("source") or default_vit()
     model = try_load(source)
     if model is None:
         st.stop()
-    if require_vit and not is_vit(model):
-        st.warning(f"{literal(source)} is a CNN; this page shows a ViT's attention. Pick a ViT in the sidebar "
-                   f"(the CNN is compared on the ViT vs CNN page).")
+    if needs_vit and not is_vit(model):
+        st.warning(f"{literal(source)} is a CNN, and this page {needs_vit}: pick a ViT in the sidebar.")
         st.stop()
     return source, model
 

@@ -14,7 +14,8 @@ from vitlens import token_layout
 from vitlens.data import class_names
 
 st.title("Attention")
-source, model = models.current_model()
+NEEDS_VIT = ("reads a ViT's attention maps (a CNN has none; the ViT vs CNN page sets the two side by side)")
+source, model = models.current_model(needs_vit=NEEDS_VIT)
 inp = inputs.image_input("attn")
 if inp is None:
     st.stop()
@@ -65,8 +66,9 @@ patch = min(st.session_state.get("patch", grid[0] // 2 * grid[1] + grid[1] // 2)
 
 # ---- gradient rollout ----------------------------------------------------------------------------------------
 st.subheader("Gradient rollout (Chefer et al. 2021)")
-# keyed by image, so that each new image starts from its own top class
-target = st.selectbox("Explain class", range(len(names)), index=int(top5["index"][0]), key=f"grad_class:{inp.digest}",
+# keyed by model and image, so that each new model or image starts from its own top class
+target = st.selectbox("Explain class", range(len(names)), index=int(top5["index"][0]),
+                      key=f"grad_class:{source}:{inp.digest}",
                       format_func=lambda i: f"{i}: {names[i]}")
 
 

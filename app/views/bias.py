@@ -18,7 +18,7 @@ st.write("The paper's argument (section 3.1): a CNN builds locality, the 2-D nei
          "equivariance into every layer; in a ViT only the MLPs are local and translation-equivariant, self-attention "
          "is global, and the 2-D structure is used only to cut the patches, so the rest must be learned from data. "
          "These probes measure both models on the same Fashion-MNIST test images.")
-vit_source, _ = models.current_model()
+vit_source, _ = models.current_model(needs_vit="probes the ViT in the sidebar against the CNN chosen below")
 cnn_source, _ = models.cnn_picker("bias_cnn")
 c1, c2 = st.columns(2)
 n = c1.select_slider("Fashion-MNIST test images", [64, 256, 1000], 256, key="bias_n",

@@ -10,7 +10,8 @@ from vitlens.analysis.figures import deletion_insertion_figure, rollout_figure
 from vitlens.data import class_names
 
 st.title("ViT vs CNN")
-vit_source, vit = models.current_model()
+NEEDS_VIT = ("needs the ViT in the sidebar; the CNN to compare goes in the box below")
+vit_source, vit = models.current_model(needs_vit=NEEDS_VIT)
 cnn_source, cnn = models.cnn_picker("cnn_source")
 inp = inputs.image_input("cmp")
 if inp is None:

@@ -15,7 +15,8 @@ from vitlens.bias import erf_probe
 from vitlens.images import prepare, read_zip
 
 st.title("Attention distance")
-source, model = models.current_model()
+NEEDS_VIT = "measures a ViT's attention distance (a CNN has none: its receptive field is drawn beside it)"
+source, model = models.current_model(needs_vit=NEEDS_VIT)
 c1, c2 = st.columns(2)
 dataset = c1.radio("Dataset", ["Fashion-MNIST test subset", "Zip of my images"], key="dist_data", horizontal=True)
 

@@ -7,7 +7,8 @@ from vitlens.analysis import patch_embedding_components, position_embedding_simi
 from vitlens.analysis.figures import filters_figure, posembed_figure
 
 st.title("Position embeddings")
-source, model = models.current_model()
+NEEDS_VIT = ("shows a ViT's position embeddings and patch-embedding filters (a CNN has neither)")
+source, model = models.current_model(needs_vit=NEEDS_VIT)
 about = show.title_text(source)  # for figure titles
 if model.is_hybrid:
     st.info("A hybrid's patch embedding acts on ResNet features: only the position embeddings are shown.")

@@ -10,7 +10,7 @@ from vitlens.data.fashion_mnist import CLASSES
 st.title("Linear probe")
 st.write("Frozen features of every layer (ViT: class token; CNN: pooled stage) into a logistic regression on "
          "Fashion-MNIST, and the paper's closed-form few-shot regression (section 4.1).")
-vit_source, _ = models.current_model()
+vit_source, _ = models.current_model(needs_vit="probes the ViT in the sidebar beside the CNN named on this page")
 c1, c2, c3 = st.columns(3)
 n_train = c1.select_slider("Training images", [250, 1000, 2000, 5000], 1000, key="probe_train")
 n_test = c2.select_slider("Test images", [100, 500, 1000], 500, key="probe_test")

@@ -25,7 +25,16 @@ log = logging.getLogger("vitlens")
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 __all__ = ["CheckpointError", "WEIGHTS_DIR", "fetch_timm_weights", "list_demo_models", "load_model", "load_weights",
-           "model_metadata", "save_model"]
+           "model_card", "model_metadata", "save_model"]
+
+
+def model_card(source: str) -> dict[str, Any] | None:
+    """The model card of a bundled ``demo:<name>`` model (what trained it, its test accuracy), or None for any other
+    source."""
+    name = str(source).removeprefix("demo:")
+    if not str(source).startswith("demo:") or name not in list_demo_models():
+        return None
+    return json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
 
 
 def list_demo_models() -> list[str]:

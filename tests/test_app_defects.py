@@ -1,0 +1,76 @@
+"""The app's defects a new user found (issue 15), each checked as a user meets it: the page's defaults, then the
+control the user moves."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from test_app import open_page, ok, widget
+
+import vitlens
+from vitlens.data.fashion_mnist import load_tensors
+from vitlens.models.loading import WEIGHTS_DIR
+
+
+def test_explain_class_follows_a_model_change():
+    at = open_page("attention")
+    other = (int(at.dataframe[0].value["index"][0]) + 3) % 10
+    ok(widget(at, "selectbox", "Explain class").set_value(other).run())
+    at.sidebar.selectbox(key="bundled").set_value("demo:vit-fashion-ft")
+    ok(at.run())
+    top = int(at.dataframe[0].value["index"][0])
+    assert widget(at, "selectbox", "Explain class").value == top  # the new model's own top class, not the old pick
+
+
+def cnn_run(tmp_path, monkeypatch):
+    run = tmp_path / "runs" / "my-cnn"
+    run.mkdir(parents=True)
+    vitlens.save_model(vitlens.create_cnn("resnet18", in_chans=1, num_classes=10, img_size=28, small_input=True,
+                                          channels=(8, 16, 32, 64)), run / "model.safetensors")
+    monkeypatch.setenv("VITLENS_APP_RUNS_DIR", str(tmp_path / "runs"))
+
+
+def test_a_cnn_in_the_sidebar_gets_a_message_for_the_page_it_is_on(tmp_path, monkeypatch):
+    cnn_run(tmp_path, monkeypatch)
+    at = open_page("model")
+    at.sidebar.radio(key="source_kind").set_value("Runs folder").run()
+    said = {}
+    for page in ("attention", "posembed", "distance", "compare", "probe", "bias"):
+        at.switch_page(f"views/{page}.py")
+        at.run()
+        assert not at.exception
+        said[page] = at.warning[0].value
+    assert "attention" in said["attention"] and "position embeddings" in said["posembed"]
+    assert "attention distance" in said["distance"]
+    assert "ViT vs CNN page" not in said["compare"] and "box below" in said["compare"]  # not sent to itself
+    assert len(set(said.values())) == len(said)  # no page repeats another's text
+
+
+def test_the_input_panel_shows_what_the_model_sees():
+    """The bundled ViT sees a 28 x 28 grayscale image: the panel is that image, magnified by whole pixels (no
+    smoothing, no colour), not a colour photo."""
+    at = open_page("attention")
+    at.radio(key="attn_kind").set_value("Sample photo").run()
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    source = next(t["source"] for t in spec["data"] if t.get("type") == "image" and t.get("name") == "input")
+    import base64
+    import io
+
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))).convert("RGB"))
+    assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()  # grayscale
+    scale = pixels.shape[0] // 28
+    assert pixels.shape[:2] == (28 * scale, 28 * scale) and scale >= 8
+    blocks = pixels[..., 0].reshape(28, scale, 28, scale)
+    assert (blocks == blocks[:, :1, :, :1]).all()  # every model pixel a flat square: no smoothing
+
+
+def test_model_page_shows_every_architecture_row_and_the_cards_test_accuracy():
+    at = open_page("model")
+    card = json.loads((WEIGHTS_DIR / "vit-fashion.json").read_text())
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Test accuracy"] == f"{100 * card['test_accuracy']:.2f} %"
+    fields = at.table[0].value  # a table shows every row; a dataframe scrolls past the last ones
+    assert len(fields) == len(vitlens.load_model("demo:vit-fashion").config)
