@@ -74,3 +74,15 @@ def test_model_page_shows_every_architecture_row_and_the_cards_test_accuracy():
     assert shown["Test accuracy"] == f"{100 * card['test_accuracy']:.2f} %"
     fields = at.table[0].value  # a table shows every row; a dataframe scrolls past the last ones
     assert len(fields) == len(vitlens.load_model("demo:vit-fashion").config)
+
+
+def test_inductive_bias_figures_have_their_own_titles_and_say_how_many_images_each_probe_used():
+    at = open_page("bias")
+    at.select_slider(key="bias_n").set_value(256)
+    ok(at.button(key="bias_run").click().run())
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert len(set(titles)) == len(titles), titles  # the two receptive-field figures shared one title
+    translation = next(t for t in titles if t.startswith("Translation"))
+    assert "the first 64 of the 256 images" in translation, translation
+    occlusion = next(t for t in titles if t.startswith("Occlusion"))
+    assert "256 images" in occlusion and "of the" not in occlusion

@@ -45,6 +45,7 @@ def test_upload_rollout_broken_file_then_good_file_and_a_second_session():
         assert figure(first, ROLLOUT, "coffee.png").count() == 0
         assert figure(second, ROLLOUT, "astronaut.png").count() == 0
         assert first.get_by_text("Cannot use this file").count() == 0
+        assert first.get_by_text("Deploy", exact=True).count() == 0  # a researcher's app, not a publishing tool
         second.screenshot(path=ARTIFACTS / "browser_second_session.png", full_page=True)
         browser.close()
 

@@ -90,9 +90,12 @@ def comparison_figures(result: Mapping[str, Any], subtitle: str) -> dict[str, go
         result: :func:`compare_models` output.
         subtitle: the models and the data; each figure adds how many images its probe used.
     """
+    total = max(next(iter(result[p].values()))["count"] for p in PROBES if p in result)
+
     def title(what: str, probe: str) -> str:
         count = next(iter(result[probe].values()))["count"]
-        return f"{what}<br><sup>{subtitle}; {count} images</sup>"
+        used = f"the first {count} of the {total} images" if count < total else f"{count} images"
+        return f"{what}<br><sup>{subtitle}; {used}</sup>"
 
     figs = {}
     if "translation" in result:
@@ -102,9 +105,11 @@ def comparison_figures(result: Mapping[str, Any], subtitle: str) -> dict[str, go
         figs["occlusion"] = figures.occlusion_figure(
             result["occlusion"], title(f"Occlusion and shuffling (Naseer et al. 2021): {result['score']}", "occlusion"))
     if "erf" in result:
-        erf_title = title("Effective receptive field (Luo et al. 2016) and mean attention distance", "erf")
-        figs["erf"] = figures.erf_figure(result["erf"], erf_title, result["attention_distance"])
-        figs["erf_maps"] = figures.erf_maps_figure(result["erf"], erf_title)
+        figs["erf"] = figures.erf_figure(result["erf"], title(
+            "Effective receptive field (Luo et al. 2016): the radius holding its mass, beside the mean attention "
+            "distance", "erf"), result["attention_distance"])
+        figs["erf_maps"] = figures.erf_maps_figure(result["erf"], title(
+            "Effective receptive field of the centre unit, layer by layer (|d output / d input|)", "erf"))
     return figs
 
 

@@ -29,6 +29,7 @@ def _app(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "streamlit", "run", str(main), "--server.address", args.host,
            "--server.port", str(args.port), "--server.maxUploadSize", str(args.max_upload_mb),
            "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
+           "--client.toolbarMode", "minimal",  # no Deploy button: the app is a lab, not something to publish
            # Streamlit's first-run e-mail prompt would block `make app` on a fresh machine (and fail without a tty)
            "--server.showEmailPrompt", "false"]
     if args.headless:  # otherwise Streamlit decides: it opens a browser where there is a display
