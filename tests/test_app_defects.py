@@ -86,3 +86,20 @@ def test_inductive_bias_figures_have_their_own_titles_and_say_how_many_images_ea
     assert "the first 64 of the 256 images" in translation, translation
     occlusion = next(t for t in titles if t.startswith("Occlusion"))
     assert "256 images" in occlusion and "of the" not in occlusion
+
+
+def test_pages_say_what_the_paper_found_and_what_this_model_shows():
+    """The distance plot draws the uniform-attention line on an axis from 0 (12.5-15.5 px made uniform attention look
+    structured), and each page states its finding from the numbers on screen."""
+    at = open_page("distance")
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert spec["layout"]["yaxis"]["range"][0] == 0
+    assert any(shape.get("line", {}).get("dash") == "dash" for shape in spec["layout"]["shapes"])
+    assert any("This model:" in c.value and "uniform attention" in c.value for c in at.markdown), at.markdown
+    at = open_page("posembed")
+    assert any("This model:" in c.value and "grid neighbour" in c.value for c in at.markdown)
+    at = open_page("probe")
+    at.select_slider(key="probe_test").set_value(100)
+    at.multiselect(key="probe_shots").set_value([1])
+    ok(at.button(key="probe_run").click().run())
+    assert sum("This model:" in c.value and "peaks at" in c.value for c in at.markdown) == 2  # ViT and CNN

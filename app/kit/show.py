@@ -82,3 +82,8 @@ def show(fig: go.Figure, name: str, numbers: Mapping[str, Any] | pd.DataFrame, k
                             config={"toImageButtonOptions": {"filename": name, "scale": 2}}, **kwargs)
     downloads(fig, name, numbers, key)
     return event
+
+
+def finding(text: str) -> None:
+    """What the paper found and what this model shows (:mod:`vitlens.analysis.findings`), under its figure."""
+    st.markdown(f"**The finding.** {text}")

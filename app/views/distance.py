@@ -9,7 +9,8 @@ import streamlit as st
 import torch
 
 from kit import inputs, models, show
-from vitlens.analysis import attention_distance
+from vitlens import token_layout
+from vitlens.analysis import attention_distance, distance_finding, patch_distances
 from vitlens.analysis.figures import distance_figure
 from vitlens.bias import erf_probe
 from vitlens.images import prepare, read_zip
@@ -61,14 +62,17 @@ def erf_radii(source: str, spec: str, _batches: list) -> dict:
 
 
 d = vit_distance(source, spec, batches)
-fig = distance_figure(d["mean"], show.title_text(f"Mean attention distance: {source}, {label}"), d["std"])
+layout = token_layout(model)
+uniform = patch_distances(layout.grid, layout.patch_size).mean().item()  # every query looking everywhere
+fig = distance_figure(d["mean"], show.title_text(f"Mean attention distance: {source}, {label}"), d["std"], uniform)
 left, right = st.columns(2)
 with left:
     show.show(fig, "attention_distance",
-                pd.DataFrame(d["mean"].numpy(), columns=[f"head {h}" for h in range(d["mean"].shape[1])]).assign(
+                pd.DataFrame(d["mean"].numpy(), columns=[f"head {h + 1}" for h in range(d["mean"].shape[1])]).assign(
                     layer=range(1, d["mean"].shape[0] + 1)), "dist_fig")
-    st.caption(f"Each dot is one head; P = {model.patch_size} px patches on a {model.img_size[0]} px input. Early "
-               f"layers mixing near and far heads and later layers looking far is the paper's finding for ViT-L/16.")
+    st.caption(f"Each dot is one head; {layout.patch_size[0]} px patches on a {layout.grid[0]} x {layout.grid[1]} "
+               f"grid. The dashed line is uniform attention: every query looking at every patch alike.")
+    show.finding(distance_finding(d["mean"], uniform)["text"])
 
 with right:
     cnn_source = models.default_cnn()

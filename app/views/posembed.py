@@ -3,7 +3,7 @@ resolution change."""
 import streamlit as st
 
 from kit import models, show
-from vitlens.analysis import patch_embedding_components, position_embedding_similarity
+from vitlens.analysis import patch_embedding_components, posembed_finding, position_embedding_similarity
 from vitlens.analysis.figures import filters_figure, posembed_figure
 
 st.title("Position embeddings")
@@ -20,6 +20,7 @@ show.show(posembed_figure(similarity, f"Position embedding similarity: {about}")
 st.caption("Tile (r, c) is the similarity of patch (r, c)'s embedding with every other patch's; the class slot is "
            "excluded. A learned 1-D table that has found the 2-D grid shows a bright spot at each tile's own "
            "position and row/column stripes.")
+show.finding(posembed_finding(similarity)["text"])
 
 st.subheader("After a resolution change")
 p = model.patch_size

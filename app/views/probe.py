@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from kit import inputs, models, show
-from vitlens.analysis import linear_probe
+from vitlens.analysis import linear_probe, probe_finding
 from vitlens.analysis.figures import probe_figure
 from vitlens.data.fashion_mnist import CLASSES
 
@@ -49,6 +49,7 @@ if st.button("Run the probes", key="probe_run", type="primary") or st.session_st
                         f"({CLASSES[out['scarcest_class']]}), so no draw of {out['shots'][0]} per class exists.")
             show.show(fig, f"probe_{kind.lower()}", table, f"probe_fig_{kind}")
             st.dataframe(table.style.format(precision=3, subset=table.columns[1:]), hide_index=True)
+            show.finding(probe_finding(r["layers"], r["logistic"], r["fewshot"])["text"])
 else:
     st.info("Features of every layer for both models, then one probe per layer: about a minute on two CPU cores "
             "for the bundled models at 1,000 images.")

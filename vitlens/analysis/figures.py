@@ -137,11 +137,14 @@ def distance_figure(mean: torch.Tensor, title: str, std: torch.Tensor | None = N
     fig = go.Figure()
     for h in range(H):
         fig.add_trace(go.Scatter(
-            x=np.arange(1, L + 1), y=mean[:, h].numpy(), mode="markers", name=f"head {h}",
+            x=np.arange(1, L + 1), y=mean[:, h].numpy(), mode="markers", name=f"head {h + 1}",
             error_y=dict(array=std[:, h].numpy(), thickness=0.8, width=2) if std is not None else None))
     if uniform is not None:
         fig.add_hline(y=uniform, line_dash="dash", line_color="gray", annotation_text="uniform attention",
                       annotation_position="bottom right")
+    # from 0: on a range of a few pixels around the uniform line, uniform attention would look structured
+    top = max(uniform or 0.0, float((mean + (std if std is not None else 0)).max()))
+    fig.update_yaxes(range=[0, 1.1 * top])
     fig.update_xaxes(dtick=1)
     return _layout(fig, title, 760, 480, xaxis_title="Network depth (layer)",
                    yaxis_title="Mean attention distance (pixels)", legend=dict(font=dict(size=9)))
