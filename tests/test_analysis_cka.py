@@ -79,7 +79,7 @@ def test_vit_layer_outputs_are_the_block_outputs_written_out():
                                         num_heads=4, mlp_dim=64, num_classes=5)).eval()
     x = torch.randn(2, 3, 24, 32)
     with torch.no_grad():
-        outputs, logits = layer_outputs(vit, x, ["block0", "block2"])
+        outputs, logits = layer_outputs(vit, x, ["block 1", "block 3"])
         z = vit.patch_embed(x)  # eq. 1, then the blocks one by one
         z = torch.cat([vit.cls_token.expand(2, -1, -1), z], dim=1) + vit.pos_embed
         want = []
@@ -87,10 +87,10 @@ def test_vit_layer_outputs_are_the_block_outputs_written_out():
             z = blk(z)
             want.append(z)
         torch.testing.assert_close(logits, vit.head(vit.norm(z)[:, 0]))
-    torch.testing.assert_close(outputs["block0"], want[0])
-    torch.testing.assert_close(outputs["block2"], want[2])
+    torch.testing.assert_close(outputs["block 1"], want[0])
+    torch.testing.assert_close(outputs["block 3"], want[2])
     pooled = layer_features(vit, x, layers=[1], pooled=True, pre_logits=True)
-    torch.testing.assert_close(pooled["block1"], want[1][:, 0])
+    torch.testing.assert_close(pooled["block 2"], want[1][:, 0])
     torch.testing.assert_close(pooled["pre_logits"], vit.norm(z)[:, 0])
 
 

@@ -73,7 +73,7 @@ def test_each_analysis_runs(saved, tmp_path, argv, name):
     if name == "cka":
         assert np.array(numbers["cka"]).shape == (2, 5) and numbers["count"] == 12
     if name == "probe":
-        assert set(numbers["fewshot"]["pre_logits"]) == {"1", "5"} and 0 <= numbers["logistic"]["block1"] <= 1
+        assert set(numbers["fewshot"]["pre_logits"]) == {"1", "5"} and 0 <= numbers["logistic"]["block 2"] <= 1
 
 
 def test_data_spec():

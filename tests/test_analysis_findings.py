@@ -37,10 +37,10 @@ def test_posembed_finding_tells_a_smooth_grid_from_a_mirrored_one():
 
 
 def test_probe_finding_names_the_best_layer():
-    layers = ["block0", "block1", "pre_logits"]
-    logistic = {"block0": 0.6, "block1": 0.9, "pre_logits": 0.8}
-    fewshot = {n: {1: {"mean": v - 0.1}, 5: {"mean": v}} for n, v in (("block0", 0.7), ("block1", 0.5),
+    layers = ["block 1", "block 2", "pre_logits"]
+    logistic = {"block 1": 0.6, "block 2": 0.9, "pre_logits": 0.8}
+    fewshot = {n: {1: {"mean": v - 0.1}, 5: {"mean": v}} for n, v in (("block 1", 0.7), ("block 2", 0.5),
                                                                        ("pre_logits", 0.6))}
     found = probe_finding(layers, logistic, fewshot)
-    assert found["best_logistic"] == "block1" and found["best_fewshot"] == {5: "block0"}
-    assert "peaks at block1 (0.900" in found["text"] and "5-shot ridge peaks at block0" in found["text"]
+    assert found["best_logistic"] == "block 2" and found["best_fewshot"] == {5: "block 1"}
+    assert "peaks at block 2 (0.900" in found["text"] and "5-shot ridge peaks at block 1" in found["text"]

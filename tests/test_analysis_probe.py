@@ -66,7 +66,7 @@ def test_logistic_probe_matches_sklearn_fitted_directly():
     train = [(images[i:i + 20], labels[i:i + 20]) for i in range(0, 60, 20)]
     test = [(images[60:], labels[60:])]
     got = linear_probe(model, train, test, progress=False)
-    assert got["layers"] == ["block0", "block1", "pre_logits"] and got["n_train"] == 60
+    assert got["layers"] == ["block 1", "block 2", "pre_logits"] and got["n_train"] == 60
     feats = hand_class_tokens(model, prepare(images, model.data_config))
     for name, f in zip(got["layers"], feats):
         scaler = StandardScaler().fit(f[:60])

@@ -114,7 +114,7 @@ def test_attention_page_every_control():
     assert at.dataframe[0].value["probability"].between(0, 1).all() and len(at.dataframe[0].value) == 5
     other = (int(at.dataframe[0].value["index"][0]) + 1) % 10  # explain a class that is not the top one
     for kind, label, value in [("selectbox", "Head fusion", "max"), ("slider", "Discard ratio", 0.5),
-                               ("slider", "Start layer", 1), ("selectbox", "Explain class", other),
+                               ("slider", "Start layer", 2), ("selectbox", "Explain class", other),
                                ("slider", "Layer", 1)]:
         ok(widget(at, kind, label).set_value(value).run())
         assert figures(at) == 4

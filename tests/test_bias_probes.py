@@ -63,8 +63,8 @@ def test_erf_probe_on_vit_reports_every_block():
     model = perturb_(vitlens.VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=3, embed_dim=16,
                                                depth=2, num_heads=2, mlp_dim=32)).eval()
     out = erf_probe(model, torch.randn(4, 1, 16, 16))
-    assert out["layers"] == ["block0", "block1"]
-    assert out["centre"]["block0"] == [9.5, 9.5]  # token (2, 2) covers pixels 8..11
+    assert out["layers"] == ["block 1", "block 2"]
+    assert out["centre"]["block 1"] == [9.5, 9.5]  # token (2, 2) covers pixels 8..11
     for r50, r90 in zip(out["radius"]["0.5"], out["radius"]["0.9"]):
         assert 0 < r50 <= r90
 
@@ -102,7 +102,7 @@ def test_vit_whole_patch_shifts_break_equivariance_only_through_position_embeddi
     vit = small_vit()
     out = translation_probe(vit, images, shifts)
     assert out["stride"] == 4.0 and out["whole_patch"] == [True, False, False, True, True]
-    last = out["equivariance"]["block1"]
+    last = out["equivariance"]["block 2"]
     assert last[0] < 1e-12
     assert last[3] > 1e-3 and last[4] > 1e-3  # measurable at whole-patch shifts
 

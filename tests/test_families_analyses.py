@@ -48,5 +48,5 @@ def test_every_analysis_runs_on_the_family(name, overrides, prefix, pool):
     assert all(torch.isfinite(torch.tensor(v)).all() for v in shifted["equivariance"].values())
     drop = occlusion_probe(model, x, torch.zeros(2, dtype=torch.long), drop_fractions=(0.0, 0.5), shuffle_grids=(1,))
     assert drop["patch_size"] == P
-    erf = erf_probe(model, x[:1], layers=["block1"])
-    assert erf["layers"] == ["block1"] and erf["erf"]["block1"].shape == size
+    erf = erf_probe(model, x[:1], layers=["block 2"])
+    assert erf["layers"] == ["block 2"] and erf["erf"]["block 2"].shape == size

@@ -43,8 +43,8 @@ with right:
                           help="How each layer's heads become one matrix (the paper uses the mean).")
     discard = c2.slider("Discard ratio", 0.0, 0.95, 0.0, 0.05, key="discard",
                         help="Zero this fraction of the weakest fused attention per layer (class token kept).")
-    start = c3.slider("Start layer", 0, depth - 1, 0, key=f"start_layer:{source}")  # keyed: range is per model
-    rollout = cls_map(attention_rollout(attentions, head_fusion=fusion, discard_ratio=discard, start_layer=start,
+    start = c3.slider("Start layer", 1, depth, 1, key=f"start_layer:{source}")  # keyed: range is per model
+    rollout = cls_map(attention_rollout(attentions, head_fusion=fusion, discard_ratio=discard, start_layer=start - 1,
                                         num_prefix_tokens=prefix), layout)
     fig = rollout_figure([shown], {"rollout": rollout}, f"Attention rollout: {about}")
     # clickable patch centres over the heatmap (Plotly selection events need points, not heatmap cells)

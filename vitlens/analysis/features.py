@@ -17,9 +17,10 @@ Layers = Sequence[int] | Sequence[str] | None
 
 
 def layer_names(model: nn.Module) -> list[str]:
-    """``block{i}`` for each ViT block, or the timm ``feature_info`` module names of a CNN (its stages)."""
+    """``block 1`` .. ``block L`` for a ViT's blocks (numbered from 1, as every figure and control numbers layers),
+    or the timm ``feature_info`` module names of a CNN (its stages)."""
     if is_vit(model):
-        return [f"block{i}" for i in range(len(model.blocks))]
+        return [f"block {i + 1}" for i in range(len(model.blocks))]
     info = getattr(model, "feature_info", None)
     if not info:
         raise TypeError(f"{type(model).__name__} is neither a ViT vitlens.capture supports nor a timm model with "
@@ -59,7 +60,7 @@ def layer_outputs(model: nn.Module, images: torch.Tensor, layers: Layers = None,
     if is_vit(model):
         known = layer_names(model)
         if unknown := [n for n in names if n not in known]:
-            raise ValueError(f"unknown ViT layer(s) {unknown}; valid: block0 .. block{len(known) - 1}")
+            raise ValueError(f"unknown ViT layer(s) {unknown}; valid: 'block 1' .. 'block {len(known)}'")
         with capture(model, attentions=False, tokens=True, layers=[known.index(n) for n in names], grad=True) as rec:
             final = model.forward_head(model.forward_features(images), pre_logits=pre_logits)
         return dict(zip(names, rec.tokens)), final

@@ -109,7 +109,7 @@ def heads_figure(image: torch.Tensor, maps: torch.Tensor, title: str, wrap: int 
     n = maps.shape[0] + 1
     cols, rows = min(wrap, n), math.ceil(n / wrap)
     fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.01, vertical_spacing=0.06,
-                        subplot_titles=["input"] + [f"head {h}" for h in range(maps.shape[0])])
+                        subplot_titles=["input"] + [f"head {h + 1}" for h in range(maps.shape[0])])
     fig.add_trace(_image_trace(_rgb(image), "input"), row=1, col=1)
     for h in range(maps.shape[0]):
         m = maps[h] / maps[h].max() if maps[h].max() > 0 else maps[h]

@@ -14,6 +14,7 @@ from torch import nn
 from ..analysis import figures
 from ..analysis.cka import layer_similarity
 from ..analysis.distance import attention_distance, patch_distances
+from ..analysis.features import layer_names
 from ..analysis.filters import patch_embedding_components
 from ..analysis.heads import head_maps
 from ..analysis.norms import high_norm_tokens, token_norms
@@ -72,8 +73,9 @@ def _rollout(args: argparse.Namespace) -> int:
     with torch.no_grad(), capture(model) as rec:
         probs = model(x).softmax(-1)
     layout = token_layout(model, x.shape[-2:])
+    (start,) = common.block_indices([args.start_layer], len(model.blocks))
     joint = attention_rollout(rec.attentions, head_fusion=args.head_fusion, discard_ratio=args.discard_ratio,
-                              start_layer=args.start_layer, num_prefix_tokens=layout.num_prefix_tokens)
+                              start_layer=start, num_prefix_tokens=layout.num_prefix_tokens)
     maps = {"rollout": cls_map(joint, layout).cpu()}
     if args.gradient and model.num_classes:
         maps["gradient rollout"] = cls_map(gradient_rollout(model, x), layout).cpu()
@@ -93,11 +95,11 @@ def _heads(args: argparse.Namespace) -> int:
     model = common.load(args.model, device, need_vit=True)
     images, labels, data = _images(args, model)
     x = torch.cat([prepare(im, model.data_config) for im in images]).to(device)
-    with torch.no_grad(), capture(model, layers=[args.layer]) as rec:
+    with torch.no_grad(), capture(model, layers=common.block_indices([args.layer], len(model.blocks))) as rec:
         model(x)
     maps = head_maps(rec.attentions, token_layout(model, x.shape[-2:]), threshold=args.threshold).cpu()
-    layer = rec.layers[0]
-    what = (f"Class-token attention per head, layer {layer + 1} of {len(model.blocks)}"
+    layer = rec.layers[0] + 1  # numbered from 1, as the figures and the app number layers
+    what = (f"Class-token attention per head, layer {layer} of {len(model.blocks)}"
             + (f", top {args.threshold:.0%} mass" if args.threshold else ""))
     figs = {f"heads_{label}": figures.heads_figure(display_view(im, model.data_config), maps[i],
                                                    _title(what, args, model, f"{data}: {label}"))
@@ -176,7 +178,8 @@ def _probe(args: argparse.Namespace) -> int:
     name = common.parse_spec(args.data, "train")[0]
     train, train_desc = _loader(name, model, args, split="train", limit=args.train_limit)
     test, test_desc = _loader(name, model, args, split="test", limit=args.test_limit)
-    res = linear_probe(model, train, test, layers=args.layers, logistic=not args.no_logistic, shots=args.shots,
+    layers = common.block_indices(args.layers, len(layer_names(model)))
+    res = linear_probe(model, train, test, layers=layers, logistic=not args.no_logistic, shots=args.shots,
                        seeds=range(args.seeds), C=args.C, l2_reg=args.l2_reg)
     if out := res["shots_left_out"]:
         print(f"vitlens: {', '.join(map(str, out['shots']))}-shot left out: the training images hold only "
@@ -192,7 +195,7 @@ def _probe(args: argparse.Namespace) -> int:
 def _norms(args: argparse.Namespace) -> int:
     model = common.load(args.model, common.device(args.device), need_vit=True)
     loader, data = _loader(args.data, model, args, limit=args.limit)
-    result = token_norms(model, loader, layers=args.layers)
+    result = token_norms(model, loader, layers=common.block_indices(args.layers, len(model.blocks)))
     found = high_norm_tokens(result, threshold=args.threshold, min_ratio=args.min_ratio)
     layout, layers = result["layout"], result["layers"]
     how = (f"threshold {args.threshold:g}" if args.threshold else
@@ -202,7 +205,7 @@ def _norms(args: argparse.Namespace) -> int:
             "norm_positions": figures.positions_figure(found["positions"], layers, _title(
                 f"Where the high-norm tokens sit ({layout.grid[0]} x {layout.grid[1]} patches)", args, model, data))}
     return _finish(args, figs, dict(
-        data=data, layers=layers, prefix=layout.prefix, grid=layout.grid, threshold=args.threshold,
+        data=data, layers=[l + 1 for l in layers], prefix=layout.prefix, grid=layout.grid, threshold=args.threshold,
         min_ratio=args.min_ratio, **{k: v for k, v in found.items() if k != "outliers"},
         prefix_norms={name: result["norms"][:, :, i].mean(0) for i, name in enumerate(layout.prefix)},
         patch_norm_median=layout.patches(result["norms"]).median(dim=-1).values.median(dim=0).values))
@@ -234,17 +237,17 @@ def _attention_commands(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "rollout", _rollout, "attention rollout and gradient rollout (paper Fig. 6)", "images")
     p.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean")
     p.add_argument("--discard-ratio", type=float, default=0.0)
-    p.add_argument("--start-layer", type=int, default=0)
+    p.add_argument("--start-layer", type=int, default=1, help="begin the product at this layer (1 .. L)")
     p.add_argument("--no-gradient", dest="gradient", action="store_false", help="skip gradient rollout")
 
     p = _command(sub, "heads", _heads, "each head's class-token attention (DINO style)", "images")
-    p.add_argument("--layer", type=int, default=-1)
+    p.add_argument("--layer", type=int, default=-1, help="layer 1 .. L, or -1 for the last (the default)")
     p.add_argument("--threshold", type=float, help="keep the patches holding this fraction of the mass")
 
     p = _command(sub, "norms", _norms, "high-norm tokens per layer (Darcet et al. 2024, registers)",
                  "fashion_mnist:test")
     p.add_argument("--limit", type=int, default=128, help="images")
-    p.add_argument("--layers", type=int, nargs="*", help="block indices (default: all)")
+    p.add_argument("--layers", type=int, nargs="*", help="layers 1 .. L (default: all)")
     p.add_argument("--threshold", type=float, help="a fixed outlier norm for every layer (default: split each "
                    "layer's norms where they are bimodal)")
     p.add_argument("--min-ratio", type=float, default=4.0, help="how far apart the two modes must be")
@@ -272,7 +275,7 @@ def _representation_commands(sub: argparse._SubParsersAction) -> None:
                  "fashion_mnist")
     p.add_argument("--train-limit", type=int, default=5000)
     p.add_argument("--test-limit", type=int, default=2000)
-    p.add_argument("--layers", type=int, nargs="*", help="block / stage indices (default: all)")
+    p.add_argument("--layers", type=int, nargs="*", help="ViT layers or CNN stages, numbered from 1 (default: all)")
     p.add_argument("--shots", type=int, nargs="*", default=list(PAPER_SHOTS), help="few-shot sizes ('' for none)")
     p.add_argument("--seeds", type=int, default=5, help="random draws per few-shot size")
     p.add_argument("--l2-reg", type=float, default=1.0, help="few-shot ridge strength")

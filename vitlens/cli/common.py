@@ -32,6 +32,15 @@ def load(source: str, where: torch.device | str = "cpu", need_vit: bool = False)
     return model
 
 
+def block_indices(numbers: list[int] | None, depth: int) -> list[int] | None:
+    """Layers as the command line numbers them (1 .. L, or negative from the last: -1), as block indices from 0."""
+    if numbers is None:
+        return None
+    if bad := [n for n in numbers if not (1 <= n <= depth or -depth <= n <= -1)]:
+        raise ValueError(f"layer {bad[0]} does not exist: this model's layers are 1 .. {depth} (or -1 for the last)")
+    return [n - 1 if n > 0 else depth + n for n in numbers]
+
+
 def label(source: str) -> str:
     """A short name for legends and panel titles: no ``timm:``/``demo:`` prefix, folders or checkpoint suffix."""
     path = Path(source.split(":", 1)[-1])
