@@ -17,7 +17,7 @@ pages = [
     st.Page("views/bias.py", title="Inductive biases", icon=":material/science:"),
 ]
 nav = st.navigation(pages)
-models.model_picker()
+models.pickers()
 st.sidebar.caption("vitlens: see what a Vision Transformer learned. The bundled models are small and know only "
                    "Fashion-MNIST; the paper's checkpoints load by timm name when online.")
 nav.run()

@@ -90,9 +90,13 @@ def load(source: str) -> nn.Module:
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def load_resized(source: str, img_size: int, mode: str) -> nn.Module:
-    """A copy of the model moved to another resolution (the shared one is left as it is)."""
+    """A copy of the model moved to another resolution (the shared one is left as it is): vitlens's with the chosen
+    interpolation, timm's own ViTs as timm resizes them (bicubic)."""
     model = copy.deepcopy(load(source))
-    model.set_img_size(img_size, mode=mode)
+    if isinstance(model, vitlens.VisionTransformer):
+        model.set_img_size(img_size, mode=mode)
+    else:
+        model.set_input_size(img_size=img_size)
     return model
 
 
@@ -188,21 +192,51 @@ def run_sources(folder: Path) -> list[str]:
     return [str(p) for p in runs + files]
 
 
-def model_picker() -> str:
-    """Sidebar: where the model comes from; returns the chosen source (also in ``st.session_state.source``)."""
+# The families people study today, with the tag of weights worth looking at (timm names; downloaded when online).
+CURATED = {
+    "The paper's ViT-B/16 (ImageNet-21k + 1k)": PAPER_CHECKPOINT,
+    "The paper's ViT-L/32 at 384 px": "vit_large_patch32_384.orig_in21k_ft_in1k",
+    "The paper's hybrid R50+ViT-B/16 at 384 px": "vit_base_r50_s16_384.orig_in21k_ft_in1k",
+    "DeiT-B/16": "deit_base_patch16_224.fb_in1k",
+    "DeiT-B/16 distilled (a distillation token)": "deit_base_distilled_patch16_224.fb_in1k",
+    "DINO ViT-B/16 (self-supervised)": "vit_base_patch16_224.dino",
+    "DINOv2 ViT-S/14": "vit_small_patch14_dinov2.lvd142m",
+    "DINOv2 ViT-S/14 with 4 registers": "vit_small_patch14_reg4_dinov2.lvd142m",
+    "CLIP ViT-B/16 (OpenAI)": "vit_base_patch16_clip_224.openai",
+    "SigLIP ViT-B/16 (no class token)": "vit_base_patch16_siglip_224.webli",
+    "MAE ViT-B/16 (masked autoencoder)": "vit_base_patch16_224.mae",
+    "EVA-02 B/14 (RoPE)": "eva02_base_patch14_224.mim_in22k",
+    "BEiT-B/16 (relative position bias)": "beit_base_patch16_224.in22k_ft_in22k_in1k",
+}
+
+
+def _curated_chosen(slot: str) -> None:
+    """The curated list's choice becomes the name in the text box below it (which the user may still edit)."""
+    st.session_state[f"timm_name{slot}"] = CURATED[st.session_state[f"timm_family{slot}"]]
+
+
+def model_picker(slot: str = "") -> str:
+    """Sidebar: where a model comes from; returns the chosen source (also in ``st.session_state["source" + slot]``).
+
+    Args:
+        slot: ``""`` for the page's model, ``"2"`` for the second one shown beside it.
+    """
     bundled = [f"demo:{d}" for d in vitlens.list_demo_models()]
     first = default_vit()
     options = bundled if first in bundled else [first, *bundled]
-    st.sidebar.header("Model")
-    kind = st.sidebar.radio("Source", ["Bundled", "timm (online)", "Runs folder"], key="source_kind",
+    kind = st.sidebar.radio("Source", ["Bundled", "timm (online)", "Runs folder"], key=f"source_kind{slot}",
                             horizontal=True)
     if kind == "Bundled":
-        source = st.sidebar.selectbox("Bundled model (offline, Fashion-MNIST)", options, index=options.index(first),
-                                      key="bundled")
+        default = "demo:vit-fashion-ft" if slot and "demo:vit-fashion-ft" in options else first
+        source = st.sidebar.selectbox("Bundled model (offline, Fashion-MNIST)", options, index=options.index(default),
+                                      key=f"bundled{slot}")
     elif kind == "timm (online)":
-        name = st.sidebar.text_input("timm model name", PAPER_CHECKPOINT, key="timm_name",
-                                     help="The paper's original weights need the full tag, e.g. "
-                                          f"{PAPER_CHECKPOINT}; downloaded once from the Hugging Face hub.")
+        st.sidebar.selectbox("ViT family", list(CURATED), key=f"timm_family{slot}", on_change=_curated_chosen,
+                             args=(slot,), help="Fills the name below; every family's token layout is on the Model "
+                                                "page.")
+        name = st.sidebar.text_input("timm model name", PAPER_CHECKPOINT, key=f"timm_name{slot}",
+                                     help="Any timm ViT (or, on the CNN pages, CNN), with its weights' tag; the "
+                                          "paper's original weights need the full tag. Downloaded once.")
         source = f"timm:{name.strip()}"
     else:
         found = run_sources(runs_dir())
@@ -211,9 +245,36 @@ def model_picker() -> str:
                             f"pretrain`, or start the app with --runs-dir). Using {literal(first)}.")
             source = first
         else:
-            source = st.sidebar.selectbox(f"Run or checkpoint in {literal(runs_dir())}", found, key="run_source")
-    st.session_state.source = source
+            source = st.sidebar.selectbox(f"Run or checkpoint in {literal(runs_dir())}", found,
+                                          key=f"run_source{slot}")
+    st.session_state[f"source{slot}"] = source
     return source
+
+
+def pickers() -> None:
+    """The sidebar: the page's model, and optionally a second one that the attention, position-embedding and
+    attention-distance pages show beside it with the same image and settings."""
+    st.sidebar.header("Model")
+    model_picker()
+    if st.sidebar.toggle("Side by side with a second model", key="side_by_side",
+                         help="Attention, Position embeddings and Attention distance show both, same image and "
+                              "settings, shared colour scales where the quantities compare."):
+        st.sidebar.subheader("Second model")
+        model_picker("2")
+    else:
+        st.session_state.pop("source2", None)
+
+
+def second_model(needs_vit: str) -> tuple[str, nn.Module] | None:
+    """The second model of a side-by-side view, or None when side by side is off (or it cannot be used here)."""
+    source = st.session_state.get("source2")
+    if not source:
+        return None
+    model = try_load(source)
+    if model is not None and not is_vit(model):
+        st.warning(f"The second model, {literal(source)}, is a CNN, and this page {needs_vit}.")
+        return None
+    return (source, model) if model is not None else None
 
 
 def current_model(needs_vit: str | None = None) -> tuple[str, nn.Module]:

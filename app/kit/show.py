@@ -75,10 +75,11 @@ def downloads(fig: go.Figure, name: str, numbers: Mapping[str, Any] | pd.DataFra
 
 
 def show(fig: go.Figure, name: str, numbers: Mapping[str, Any] | pd.DataFrame, key: str,
-         on_select: Callable | str = "ignore", **kwargs: Any) -> Any:
-    """A figure (its layout size kept, PNG from the toolbar too) followed by its download buttons."""
+         on_select: Callable | str = "ignore", stretch: bool = False, **kwargs: Any) -> Any:
+    """A figure (its layout size kept, or the column's width with ``stretch``; PNG from the toolbar too) followed by
+    its download buttons."""
     # theme=None: the figure as vitlens.analysis.figures draws it (and as its PNG export looks)
-    event = st.plotly_chart(fig, width="content", key=key, on_select=on_select, theme=None,
+    event = st.plotly_chart(fig, width="stretch" if stretch else "content", key=key, on_select=on_select, theme=None,
                             config={"toImageButtonOptions": {"filename": name, "scale": 2}}, **kwargs)
     downloads(fig, name, numbers, key)
     return event

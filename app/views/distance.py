@@ -17,7 +17,10 @@ from vitlens.images import prepare, read_zip
 
 st.title("Attention distance")
 NEEDS_VIT = "measures a ViT's attention distance (a CNN has none: its receptive field is drawn beside it)"
-source, model = models.current_model(needs_vit=NEEDS_VIT)
+shown = [models.current_model(needs_vit=NEEDS_VIT)]
+if second := models.second_model(NEEDS_VIT):
+    shown.append(second)
+source, model = shown[0]
 c1, c2 = st.columns(2)
 dataset = c1.radio("Dataset", ["Fashion-MNIST test subset", "Zip of my images"], key="dist_data", horizontal=True)
 
@@ -32,7 +35,7 @@ else:
         st.info("Upload a zip of images (at most 512 are read).")
         st.stop()
     try:
-        images, skipped = read_zip(up.getvalue(), model.img_size[0])
+        images, skipped = read_zip(up.getvalue(), model.data_config["input_size"][-1])
     except zipfile.BadZipFile as e:
         st.error(f"{show.literal(up.name)} is not a readable zip file: {show.literal(e)}")
         st.stop()
@@ -61,19 +64,27 @@ def erf_radii(source: str, spec: str, _batches: list) -> dict:
     return dict(layers=out["layers"], radius=out["radius"], count=out["count"])
 
 
-d = vit_distance(source, spec, batches)
-layout = token_layout(model)
-uniform = patch_distances(layout.grid, layout.patch_size).mean().item()  # every query looking everywhere
-fig = distance_figure(d["mean"], show.title_text(f"Mean attention distance: {source}, {label}"), d["std"], uniform)
-left, right = st.columns(2)
-with left:
-    show.show(fig, "attention_distance",
-                pd.DataFrame(d["mean"].numpy(), columns=[f"head {h + 1}" for h in range(d["mean"].shape[1])]).assign(
-                    layer=range(1, d["mean"].shape[0] + 1)), "dist_fig")
+def distance_section(source: str, model, d: dict, top: float, key: str) -> None:
+    layout = token_layout(model)
+    uniform = patch_distances(layout.grid, layout.patch_size).mean().item()  # every query looking everywhere
+    fig = distance_figure(d["mean"], show.title_text(f"Mean attention distance: {source}, {label}"), d["std"],
+                          uniform, top=top)
+    table = pd.DataFrame(d["mean"].numpy(), columns=[f"head {h + 1}" for h in range(d["mean"].shape[1])])
+    show.show(fig, "attention_distance", table.assign(layer=range(1, d["mean"].shape[0] + 1)), f"dist_fig{key}",
+              stretch=len(shown) > 1)
     st.caption(f"Each dot is one head; {layout.patch_size[0]} px patches on a {layout.grid[0]} x {layout.grid[1]} "
                f"grid. The dashed line is uniform attention: every query looking at every patch alike.")
     show.finding(distance_finding(d["mean"], uniform)["text"])
 
+
+results = [vit_distance(src, spec, batches) for src, _ in shown]
+top = 1.1 * max(max(float((d["mean"] + d["std"]).max()) for d in results),  # one scale for models side by side
+                *(patch_distances(token_layout(m).grid, token_layout(m).patch_size).mean().item() for _, m in shown))
+columns = st.columns(2)
+for key, column, (src, m), d in zip(("", "2"), columns, shown, results):
+    with column:
+        distance_section(src, m, d, top, key)
+right = st.container() if len(shown) > 1 else columns[1]
 with right:
     cnn_source = models.default_cnn()
     cnn = models.try_load(cnn_source)

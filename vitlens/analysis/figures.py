@@ -124,7 +124,7 @@ def heads_figure(image: torch.Tensor, maps: torch.Tensor, title: str, wrap: int 
 
 
 def distance_figure(mean: torch.Tensor, title: str, std: torch.Tensor | None = None,
-                    uniform: float | None = None) -> go.Figure:
+                    uniform: float | None = None, top: float | None = None) -> go.Figure:
     """Paper Fig. 7 right: mean attention distance (pixels) of every head against network depth (layer).
 
     Args:
@@ -132,6 +132,7 @@ def distance_figure(mean: torch.Tensor, title: str, std: torch.Tensor | None = N
         title: which model, which data, how many images.
         std: L x H spread over images, drawn as error bars.
         uniform: the distance of uniform attention over the grid, drawn as a dashed reference line.
+        top: the y axis's upper end, to share one scale between models drawn side by side (default: this model's).
     """
     L, H = mean.shape
     fig = go.Figure()
@@ -143,8 +144,8 @@ def distance_figure(mean: torch.Tensor, title: str, std: torch.Tensor | None = N
         fig.add_hline(y=uniform, line_dash="dash", line_color="gray", annotation_text="uniform attention",
                       annotation_position="bottom right")
     # from 0: on a range of a few pixels around the uniform line, uniform attention would look structured
-    top = max(uniform or 0.0, float((mean + (std if std is not None else 0)).max()))
-    fig.update_yaxes(range=[0, 1.1 * top])
+    top = top or 1.1 * max(uniform or 0.0, float((mean + (std if std is not None else 0)).max()))
+    fig.update_yaxes(range=[0, top])
     fig.update_xaxes(dtick=1)
     return _layout(fig, title, 760, 480, xaxis_title="Network depth (layer)",
                    yaxis_title="Mean attention distance (pixels)", legend=dict(font=dict(size=9)))
