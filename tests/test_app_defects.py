@@ -103,3 +103,20 @@ def test_pages_say_what_the_paper_found_and_what_this_model_shows():
     at.multiselect(key="probe_shots").set_value([1])
     ok(at.button(key="probe_run").click().run())
     assert sum("This model:" in c.value and "peaks at" in c.value for c in at.markdown) == 2  # ViT and CNN
+
+
+def test_side_by_side_shows_two_models_with_the_same_settings_and_one_distance_scale():
+    at = open_page("attention")
+    at.sidebar.toggle(key="side_by_side").set_value(True)
+    ok(at.run())
+    assert [h.value for h in at.main.header] == ["`demo:vit-fashion`", "`demo:vit-fashion-ft`"]
+    assert len(at.get("plotly_chart")) == 8  # rollout, gradient rollout, heads, patch per layer: twice
+    ok(widget(at, "selectbox", "Head fusion").set_value("max").run())  # one control, both models
+    assert sum("(max over heads)" in s.value for s in at.subheader) == 2
+    at.switch_page("views/distance.py")
+    ok(at.run())
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")][:2]
+    assert specs[0]["layout"]["yaxis"]["range"] == specs[1]["layout"]["yaxis"]["range"]
+    at.switch_page("views/posembed.py")
+    ok(at.run())
+    assert len([c for c in at.get("plotly_chart")]) == 6  # similarity, after the resolution change, filters: twice

@@ -270,6 +270,9 @@ def second_model(needs_vit: str) -> tuple[str, nn.Module] | None:
     source = st.session_state.get("source2")
     if not source:
         return None
+    if source == st.session_state.get("source"):
+        st.info("The second model is the first one: pick another to see two side by side.")
+        return None
     model = try_load(source)
     if model is not None and not is_vit(model):
         st.warning(f"The second model, {literal(source)}, is a CNN, and this page {needs_vit}.")

@@ -35,7 +35,7 @@ def similarity_section(source: str, model, key: str, stretch: bool) -> None:
     show.show(posembed_figure(position_embedding_similarity(resized),
                               f"Position embedding similarity at {size} px ({mode}): {about}"),
               f"posembed_{size}", {"img_size": size, "mode": mode,
-                                   "similarity": position_embedding_similarity(resized)}, f"pos_fig2{key}",
+                                   "similarity": position_embedding_similarity(resized)}, f"pos_resized_fig{key}",
               stretch=stretch)
 
 
