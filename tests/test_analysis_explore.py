@@ -3,6 +3,7 @@ vitlens ViT and timm families with registers or without a class token; the page'
 `vitlens analyze explore` as users run it; vitlens.explore's inputs and its Jupyter frame."""
 import base64
 import html
+import io
 import json
 import re
 import subprocess
@@ -217,3 +218,30 @@ def test_cli_writes_one_page_and_refuses_bad_input_in_one_line(tmp_path):
             assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert not (tmp_path / "unused.html").exists()
     assert out.read_text(encoding="utf-8") == text  # the good page is untouched by the failed runs
+
+
+def test_grid_figure_puts_each_layer_and_head_where_its_labels_say():
+    """Over a uniform gray image each patch cell is (1 - alpha) * gray + alpha * lut[value / vmax]: read back at
+    every cell's centre, layer l in row l and head h in column h, from a grid whose every value differs."""
+    from PIL import Image
+
+    from vitlens.analysis.figures import attention_grid_figure
+
+    maps = torch.rand(3, 4, 3, 5, generator=torch.Generator().manual_seed(1))  # L x H x gh x gw
+    gray = 0.5
+    for shared in (True, False):
+        fig = attention_grid_figure(torch.full((3, 24, 40), gray), maps, "a title<br><sup>model on image</sup>",
+                                    shared=shared)
+        mosaic = np.asarray(Image.open(io.BytesIO(base64.b64decode(fig.data[0].source.split(",", 1)[1]))))
+        xs, ys = fig.layout.xaxis.tickvals, fig.layout.yaxis.tickvals
+        assert list(fig.layout.xaxis.ticktext) == [f"head {h}" for h in range(1, 5)]
+        assert list(fig.layout.yaxis.ticktext) == [f"layer {l}" for l in range(1, 4)]
+        k = (xs[1] - xs[0] - 3) / 5  # pixels per patch: tile centres are 5 patches and a 3-px gap apart
+        lut = ex.colour_lut().astype(float)
+        for l, h, r, c in [(0, 0, 0, 0), (2, 3, 2, 4), (1, 2, 0, 4), (2, 0, 1, 2)]:
+            vmax = maps.max() if shared else maps[l, h].max()
+            want = (1 - ex.OVERLAY_ALPHA) * round(gray * 255) + ex.OVERLAY_ALPHA * lut[round(
+                float(maps[l, h, r, c] / vmax) * 255)]
+            x = int(xs[h] - (5 * k - 1) / 2 + (c + 0.5) * k)  # the tile's left edge, then the cell's centre
+            y = int(ys[l] - (3 * k - 1) / 2 + (r + 0.5) * k)
+            assert np.abs(mosaic[y, x, :3] - want).max() <= 1.5, (l, h, r, c)

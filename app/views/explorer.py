@@ -36,8 +36,8 @@ maps = maps_of(source, inp.digest, fusion, out["attentions"], token_layout(model
 L, H = maps.num_layers, maps.num_heads
 who = "Class-token attention" if maps.layout.has_class_token else "Mean attention of the patch queries"
 st.subheader(f"{who}, every layer and head")
-fig = attention_grid_figure(shown, maps.class_maps, f"{who}, every layer (rows) and head (columns): {about}",
-                            shared=shared)
+fig = attention_grid_figure(shown, maps.class_maps, f"{who}, every layer (rows) and head (columns)<br><sup>{about}"
+                            f"</sup>", shared=shared)
 show.show(fig, "attention_grid", {
     "numbering": NUMBERING, "layers": list(range(1, L + 1)), "heads": list(range(1, H + 1)),
     "grid": maps.layout.grid, "prefix": maps.layout.prefix, "maps": maps.class_maps,

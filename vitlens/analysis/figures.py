@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -271,7 +272,7 @@ def positions_figure(positions: torch.Tensor, layers: Sequence[int], title: str,
                    coloraxis_colorbar=dict(title="share of images"))
 
 
-GRID_WIDTH = 1000  # pixels the layer x head grid's thumbnails share (the app's main column at 1400 px)
+GRID_SIZE = (900, 1000)  # pixels (height, width) the layer x head grid's thumbnails share: a 1400 x 1000 screen
 
 
 def _grid_tiles(image: torch.Tensor, maps: torch.Tensor, shared: bool) -> tuple[np.ndarray, torch.Tensor]:
@@ -282,7 +283,7 @@ def _grid_tiles(image: torch.Tensor, maps: torch.Tensor, shared: bool) -> tuple[
     from .explore import OVERLAY_ALPHA, colour_lut
 
     L, H, gh, gw = maps.shape
-    k = max(1, min(224, (GRID_WIDTH - 80) // H) // max(gh, gw))  # pixels per patch: 224 px tiles at most
+    k = max(1, min(224, GRID_SIZE[0] // L, (GRID_SIZE[1] - 80) // H) // max(gh, gw))  # whole pixels per patch
     gray = np.asarray(Image.fromarray(_rgb(image)).convert("L").resize((gw * k, gh * k), Image.BILINEAR), np.float64)
     m = maps.detach().double().cpu()
     vmax = m.amax(dim=(-2, -1), keepdim=True) if not shared else m.max().expand(L, H, 1, 1)
@@ -319,18 +320,19 @@ def attention_grid_figure(image: torch.Tensor, maps: torch.Tensor, title: str, s
         marker=dict(size=max(8, tw // 2), opacity=0), customdata=np.stack([layer, head, peak], -1).reshape(-1, 3),
         hovertemplate="layer %{customdata[0]}, head %{customdata[1]}<br>max %{customdata[2]:.4f}<extra></extra>",
         showlegend=False))
-    top = float(vmax.max()) if shared else 1.0
     fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip", marker=dict(
-        colorscale=COLORSCALE, cmin=0, cmax=top, color=[0], showscale=True,
+        colorscale=COLORSCALE, cmin=0, cmax=float(vmax.max()) if shared else 1.0, color=[0], showscale=True,
         colorbar=dict(title="attention" if shared else "attention / map max", thickness=14))))
     fig.update_xaxes(tickvals=xs, ticktext=[f"head {h}" for h in range(1, H + 1)], side="top", showgrid=False,
-                     zeroline=False, range=[-0.5, mosaic.shape[1] - 0.5])
+                     zeroline=False, range=[-0.5, mosaic.shape[1] - 0.5], ticklabelstandoff=2, constrain="domain")
     fig.update_yaxes(tickvals=ys, ticktext=[f"layer {l}" for l in range(1, L + 1)], showgrid=False, zeroline=False,
-                     range=[mosaic.shape[0] - 0.5, -0.5], scaleanchor="x")
-    top = 34 + 22 * (title.count("<br>") + 1) + 26  # the title's lines, then the head labels: no empty band
+                     range=[mosaic.shape[0] - 0.5, -0.5], scaleanchor="x", ticklabelstandoff=4, constrain="domain")
+    lines = [re.sub("<[^>]*>", "", line) for line in title.split("<br>")]
+    top = 34 + 22 * len(lines)  # the title's lines, then the head labels: no empty band
     total = mosaic.shape[0] + 6 + top + 10
-    return fig.update_layout(title=dict(text=title, y=1 - 14 / total, yanchor="top"), width=mosaic.shape[1] + 170,
-                             height=total, margin=dict(l=70, r=100, b=10, t=top), plot_bgcolor="white")
+    width = max(mosaic.shape[1] + 170, 9 * max(map(len, lines)) + 60)  # a long title widens it, never clipped
+    return fig.update_layout(title=dict(text=title, y=1 - 14 / total, yanchor="top"), width=width, height=total,
+                             margin=dict(l=70, r=100, b=10, t=top), plot_bgcolor="white")
 
 
 def jsonable(obj: Any) -> Any:
