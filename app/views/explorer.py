@@ -26,7 +26,7 @@ shared = right.toggle("One colour scale for the whole grid", True, key="explore_
                       help="Off: each thumbnail runs from 0 to its own maximum.")
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def maps_of(source: str, digest: str, fusion: str, _attentions: list[torch.Tensor],
             _layout: TokenLayout) -> ExplorerMaps:
     return explorer_maps(_attentions, _layout, head_fusion=fusion)

@@ -102,8 +102,9 @@ def explorer_maps(attentions: Sequence[torch.Tensor], layout: TokenLayout, *, he
     query = layout.query(full)
     rows = layout.patches(full if per_head else full[:, :1], dim=-2)
     k = layout.num_prefix_tokens  # the layout puts the prefix tokens first
-    return ExplorerMaps(layout, layout.to_grid(layout.patches(query)), query[..., :k],
-                        layout.to_grid(layout.patches(rows)), rows[..., :k], head_fusion)
+    # copies, not views: a view would keep the whole L x (1+H) x N x N stack alive in every cache holding the maps
+    return ExplorerMaps(layout, layout.to_grid(layout.patches(query)), query[..., :k].clone(),
+                        layout.to_grid(layout.patches(rows)), rows[..., :k].clone(), head_fusion)
 
 
 def explorer_data(model: nn.Module, x: torch.Tensor, *, head_fusion: HeadFusion = "mean",
@@ -379,6 +380,7 @@ function section(panels, maps, p, label) {
   panels.forEach((x, i) => {
     draw(x.c, maps[i], state.shared ? top : maps[i].max, p);
     x.cap.textContent = caption(label(i), maps[i]);
+    x.c.setAttribute("aria-label", x.cap.textContent);
   });
   return top;
 }
@@ -436,6 +438,7 @@ function hoverable(c) {
 }
 function panel(parent, list) {
   const div = document.createElement("div"), c = hoverable(sized(document.createElement("canvas"), 200));
+  c.setAttribute("role", "img");
   const cap = document.createElement("div");
   div.className = "panel"; cap.className = "cap";
   div.append(c, cap); parent.append(div); list.push({c, cap});
