@@ -171,7 +171,7 @@ def _payload(maps: ExplorerMaps, view: torch.Tensor, title: str, grid: bool) -> 
         title=title.splitlines(), numbering=NUMBERING, grid=list(layout.grid), patch_size=list(layout.patch_size),
         prefix=list(layout.prefix), layers=maps.num_layers, heads=maps.num_heads, per_head=maps.per_head,
         head_fusion=maps.head_fusion, show_grid=grid, alpha=OVERLAY_ALPHA, lut=_b64(colour_lut()),
-        query_label="the class token" if cls else "the patch queries on average (no class token)",
+        query_label="the class token" if cls else "the mean patch query (no class token)",
         grid_label=("Class-token attention" if cls else "Mean attention of the patch queries (no class token)")
         + " in every layer (rows) and head (columns)",
         image=_png(view), gray=_png(view, gray=True), query=_quantised(maps.query.flatten(-2)),
