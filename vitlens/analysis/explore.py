@@ -363,9 +363,10 @@ function draw(c, m, vmax, p) {
     px.data.set([lut[j], lut[j + 1], lut[j + 2], 255], 4 * i);
   }
   heat.getContext("2d").putImageData(px, 0, 0);
-  ctx.globalAlpha = 1; ctx.imageSmoothingEnabled = true;
+  ctx.imageSmoothingEnabled = false;  // the model's pixels and its patches as flat squares
+  ctx.globalAlpha = 1;
   ctx.drawImage(gray, 0, 0, c.width, c.height);
-  ctx.globalAlpha = D.alpha; ctx.imageSmoothingEnabled = false;
+  ctx.globalAlpha = D.alpha;
   ctx.drawImage(heat, 0, 0, c.width, c.height);
   ctx.globalAlpha = 1;
   mark(ctx, c, p);
@@ -391,6 +392,7 @@ function render() {
     p >= 0 ? " (kept)" : "";
   $("status").textContent = `Query: ${who}${how}`;
   const main = $("main"), ctx = main.getContext("2d");
+  ctx.imageSmoothingEnabled = false;
   ctx.drawImage(img, 0, 0, main.width, main.height);
   mark(ctx, main, p);
   let top = section(layerPanels, layerPanels.map((_, l) => map(l, 0, p)), p, l => `layer ${l + 1}`);
