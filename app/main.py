@@ -10,6 +10,7 @@ st.set_page_config(page_title="vitlens", page_icon=":material/visibility:", layo
 pages = [
     st.Page("views/model.py", title="Model", icon=":material/memory:", default=True),
     st.Page("views/attention.py", title="Attention", icon=":material/visibility:"),
+    st.Page("views/explorer.py", title="Attention explorer", icon=":material/grid_view:"),
     st.Page("views/posembed.py", title="Position embeddings", icon=":material/grid_on:"),
     st.Page("views/distance.py", title="Attention distance", icon=":material/straighten:"),
     st.Page("views/compare.py", title="ViT vs CNN", icon=":material/compare:"),

@@ -12,6 +12,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
     "attribution": ["grad_cam", "integrated_gradients"],
     "cka": ["layer_similarity", "linear_cka", "minibatch_cka", "unbiased_hsic"],
     "distance": ["attention_distance", "mean_attention_distance", "patch_distances"],
+    "explore": ["Explorer", "ExplorerMaps", "explorer_data", "explorer_html", "explorer_maps"],
     "faithfulness": ["perturbation_curve"],
     "features": ["dataset_features", "layer_features", "layer_names", "layer_outputs"],
     "filters": ["patch_embedding_components"],

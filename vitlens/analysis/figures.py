@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -273,6 +274,69 @@ def positions_figure(positions: torch.Tensor, layers: Sequence[int], title: str,
     rows = math.ceil(len(keep) / wrap)
     return _layout(fig, title, max(180 * min(wrap, len(keep)) + 120, 560), 200 * rows,
                    coloraxis_colorbar=dict(title="share of images"))
+
+
+GRID_SIZE = (900, 1000)  # pixels (height, width) the layer x head grid's thumbnails share: a 1400 x 1000 screen
+
+
+def _grid_tiles(image: torch.Tensor, maps: torch.Tensor, shared: bool) -> tuple[np.ndarray, torch.Tensor]:
+    """L x H x h x w x 3 uint8 thumbnails, each map over the grayscale image as the explorer page draws it (colour
+    ``lut[value / vmax]`` laid on with ``OVERLAY_ALPHA``, whole pixels per patch), and the vmax used per map."""
+    from PIL import Image
+
+    from .explore import OVERLAY_ALPHA, colour_lut
+
+    L, H, gh, gw = maps.shape
+    k = max(1, min(224, GRID_SIZE[0] // L, (GRID_SIZE[1] - 80) // H) // max(gh, gw))  # whole pixels per patch
+    gray = np.asarray(Image.fromarray(_rgb(image)).convert("L").resize((gw * k, gh * k), Image.BILINEAR), np.float64)
+    m = maps.detach().double().cpu()
+    vmax = m.amax(dim=(-2, -1), keepdim=True) if not shared else m.max().expand(L, H, 1, 1)
+    level = (m / vmax.clamp_min(1e-30) * 255).round().clamp(0, 255).long().numpy()
+    colour = colour_lut()[level].repeat(k, axis=2).repeat(k, axis=3)  # L x H x gh*k x gw*k x 3
+    tiles = (1 - OVERLAY_ALPHA) * gray[..., None] + OVERLAY_ALPHA * colour
+    return tiles.round().astype(np.uint8), vmax.flatten(1)
+
+
+def attention_grid_figure(image: torch.Tensor, maps: torch.Tensor, title: str, shared: bool = True) -> go.Figure:
+    """The attention explorer's layer x head grid (issue #15): every head's class-token map of every layer over the
+    image, thumbnails in one picture (one trace, so ViT-B/16's 144 draw at once), layers as rows and heads as
+    columns numbered from 1, and hovering a thumbnail names it.
+
+    Args:
+        image: C x H x W in [0, 1], the image as the model sees it.
+        maps: L x H x gh x gw (``ExplorerMaps.class_maps``, or :func:`vitlens.analysis.head_maps` per layer).
+        title: which model, which image.
+        shared: one colour scale, 0 to the largest value of the grid; False scales each map to its own maximum.
+    """
+    from .explore import COLORSCALE
+
+    tiles, vmax = _grid_tiles(image, maps, shared)
+    L, H, th, tw, _ = tiles.shape
+    gap = 3
+    padded = np.pad(tiles, ((0, 0), (0, 0), (0, gap), (0, gap), (0, 0)), constant_values=255)
+    mosaic = padded.transpose(0, 2, 1, 3, 4).reshape(L * (th + gap), H * (tw + gap), 3)[:-gap, :-gap]
+    xs, ys = np.arange(H) * (tw + gap) + (tw - 1) / 2, np.arange(L) * (th + gap) + (th - 1) / 2
+    layer, head = np.meshgrid(np.arange(1, L + 1), np.arange(1, H + 1), indexing="ij")
+    peak = maps.detach().flatten(2).amax(-1).double().cpu().numpy()
+    fig = go.Figure(_image_trace(mosaic, "class-token maps").update(hoverinfo="skip", hovertemplate=None))
+    fig.add_trace(go.Scatter(  # one invisible point per thumbnail: its name and maximum on hover
+        x=np.broadcast_to(xs, (L, H)).ravel(), y=np.broadcast_to(ys[:, None], (L, H)).ravel(), mode="markers",
+        marker=dict(size=max(8, tw // 2), opacity=0), customdata=np.stack([layer, head, peak], -1).reshape(-1, 3),
+        hovertemplate="layer %{customdata[0]}, head %{customdata[1]}<br>max %{customdata[2]:.4f}<extra></extra>",
+        showlegend=False))
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip", marker=dict(
+        colorscale=COLORSCALE, cmin=0, cmax=float(vmax.max()) if shared else 1.0, color=[0], showscale=True,
+        colorbar=dict(title="attention" if shared else "attention / map max", thickness=14))))
+    fig.update_xaxes(tickvals=xs, ticktext=[f"head {h}" for h in range(1, H + 1)], side="top", showgrid=False,
+                     zeroline=False, range=[-0.5, mosaic.shape[1] - 0.5], ticklabelstandoff=2, constrain="domain")
+    fig.update_yaxes(tickvals=ys, ticktext=[f"layer {l}" for l in range(1, L + 1)], showgrid=False, zeroline=False,
+                     range=[mosaic.shape[0] - 0.5, -0.5], scaleanchor="x", ticklabelstandoff=4, constrain="domain")
+    lines = [re.sub("<[^>]*>", "", line) for line in title.split("<br>")]
+    top = 34 + 22 * len(lines)  # the title's lines, then the head labels: no empty band
+    total = mosaic.shape[0] + 6 + top + 10
+    width = max(mosaic.shape[1] + 170, 9 * max(map(len, lines)) + 60)  # a long title widens it, never clipped
+    return fig.update_layout(title=dict(text=title, y=1 - 14 / total, yanchor="top"), width=width, height=total,
+                             margin=dict(l=70, r=100, b=10, t=top), plot_bgcolor="white")
 
 
 def jsonable(obj: Any) -> Any:

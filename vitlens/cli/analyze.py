@@ -1,5 +1,6 @@
 """``vitlens analyze {rollout,heads,norms,distance,posembed,filters,cka,probe}``: each analysis as figures (Plotly HTML
-and PNG) plus its numbers (JSON), for any model ``vitlens.load_model`` reads."""
+and PNG) plus its numbers (JSON), for any model ``vitlens.load_model`` reads; ``vitlens analyze explore`` writes the
+attention explorer as one HTML page."""
 from __future__ import annotations
 
 import argparse
@@ -211,6 +212,24 @@ def _norms(args: argparse.Namespace) -> int:
         patch_norm_median=layout.patches(result["norms"]).median(dim=-1).values.median(dim=0).values))
 
 
+def _explore(args: argparse.Namespace) -> int:
+    """One self-contained HTML page (no server, no internet): the attention explorer of one image."""
+    from ..analysis.explore import explore
+    from ..data import knows_only_fashion_mnist
+
+    if args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a folder; name the HTML file to write, e.g. "
+                         f"{args.out / 'explorer.html'}")
+    model = common.load(args.model, common.device(args.device), need_vit=True)
+    title = f"Attention explorer: {args.model} on {Path(args.image).name}"
+    if knows_only_fashion_mnist(model):
+        title += "\nThis model knows only Fashion-MNIST: on a photo its maps show how a clothing classifier reacts"
+    page = explore(model, args.image, head_fusion=args.head_fusion, per_head=not args.no_per_head, title=title)
+    path = page.save(args.out)
+    print(f"{path} ({path.stat().st_size / 2**20:.1f} MB)")
+    return 0
+
+
 # ---- the parser -----------------------------------------------------------------------------------------
 def _command(sub: argparse._SubParsersAction, name: str, func, help_: str,
              data: str | None = None) -> argparse.ArgumentParser:
@@ -260,6 +279,21 @@ def _attention_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-renormalize", action="store_true", help="do not rescale patch rows to sum to 1")
 
 
+def _explore_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explore", help="the attention explorer as one self-contained HTML file: hover or click a patch "
+                       "for what it attends to in every layer and head", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help=common.SOURCE_HELP)
+    p.add_argument("--image", default="astronaut", help="an image file or a sample photo name (default astronaut)")
+    p.add_argument("--out", type=Path, default=Path("explorer.html"), help="the HTML file (default explorer.html)")
+    p.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean",
+                   help="how each layer's heads become one map (default mean, as the paper)")
+    p.add_argument("--no-per-head", action="store_true",
+                   help="keep only the heads-fused rows of the patches (for models too large for one page)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(func=_explore)
+
+
 def _representation_commands(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "posembed", _posembed, "position-embedding cosine similarity (paper Fig. 7 centre)")
     p.add_argument("--img-size", type=int, nargs="*", help="also show the table interpolated to these sizes")
@@ -289,5 +323,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = analyze.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
     _attention_commands(sub)
+    _explore_command(sub)
     _representation_commands(sub)
     return sub
