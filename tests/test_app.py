@@ -66,12 +66,18 @@ def test_model_page_describes_the_default_model(tmp_path, monkeypatch):
     assert any("No runs or checkpoints" in i.value for i in at.sidebar.info)
 
 
-def test_model_picker_runs_folder_and_timm_name(tmp_path, monkeypatch):
+def cnn_run(tmp_path, monkeypatch) -> Path:
+    """A runs folder holding one small CNN run, which the app is started with."""
     run = tmp_path / "runs" / "my-cnn"
     run.mkdir(parents=True)
     vitlens.save_model(vitlens.create_cnn("resnet18", in_chans=1, num_classes=10, img_size=28, small_input=True,
                                           channels=(8, 16, 32, 64)), run / "model.safetensors")
     monkeypatch.setenv("VITLENS_APP_RUNS_DIR", str(tmp_path / "runs"))
+    return run
+
+
+def test_model_picker_runs_folder_and_timm_name(tmp_path, monkeypatch):
+    run = cnn_run(tmp_path, monkeypatch)
     at = open_page("model")
     at.sidebar.radio(key="source_kind").set_value("Runs folder")
     ok(at.run())

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch
-from test_app import open_page, ok, widget
+from test_app import cnn_run, ok, open_page, widget
 
 import vitlens
-from vitlens.data.fashion_mnist import load_tensors
 from vitlens.models.loading import WEIGHTS_DIR
 
 
@@ -23,20 +21,12 @@ def test_explain_class_follows_a_model_change():
     assert widget(at, "selectbox", "Explain class").value == top  # the new model's own top class, not the old pick
 
 
-def cnn_run(tmp_path, monkeypatch):
-    run = tmp_path / "runs" / "my-cnn"
-    run.mkdir(parents=True)
-    vitlens.save_model(vitlens.create_cnn("resnet18", in_chans=1, num_classes=10, img_size=28, small_input=True,
-                                          channels=(8, 16, 32, 64)), run / "model.safetensors")
-    monkeypatch.setenv("VITLENS_APP_RUNS_DIR", str(tmp_path / "runs"))
-
-
 def test_a_cnn_in_the_sidebar_gets_a_message_for_the_page_it_is_on(tmp_path, monkeypatch):
     cnn_run(tmp_path, monkeypatch)
     at = open_page("model")
     at.sidebar.radio(key="source_kind").set_value("Runs folder").run()
     said = {}
-    for page in ("attention", "posembed", "distance", "compare", "probe", "bias"):
+    for page in ("attention", "posembed", "distance", "compare", "probe", "bias", "explorer"):
         at.switch_page(f"views/{page}.py")
         at.run()
         assert not at.exception

@@ -9,7 +9,7 @@ from vitlens.analysis.explore import FRAME_HEIGHT, NUMBERING, ExplorerMaps, expl
 from vitlens.analysis.figures import attention_grid_figure
 
 st.title("Attention explorer")
-source, model = models.current_model()
+source, model = models.current_model(needs_vit="draws a ViT's attention, layer by layer and head by head")
 inp = inputs.image_input("explore")
 if inp is None:
     st.stop()
@@ -18,7 +18,7 @@ inputs.domain_note(model, inp)
 x = inputs.model_input(source, inp)
 out = models.vit_forward(source, inp.digest, x)
 shown = inputs.view(source, inp)
-about = f"{source} on {inp.label}"
+about = show.title_text(f"{source} on {inp.label}")
 left, right = st.columns(2)
 fusion = left.selectbox("Head fusion (per-layer maps of the patch view)", ["mean", "max", "min"],
                         key="explore_fusion", help="How each layer's heads become one map (the paper uses the mean).")
