@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # scrolls inside the page, so the window must hold what is shown), file name
 SHOTS = [("attention", "Fashion-MNIST test image", 2000, "app_attention.png"),
          ("attention", "Sample photo", 1100, "app_attention_photo.png"),
+         ("explorer", "Sample photo", 1600, "app_attention_explorer.png"),
          ("compare", "Fashion-MNIST test image", 1900, "app_vit_vs_cnn.png"),
          ("posembed", None, 1900, "app_position_embeddings.png"),
          ("distance", None, 1000, "app_attention_distance.png"),
