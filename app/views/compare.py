@@ -1,12 +1,15 @@
 """ViT vs CNN on one image: predictions, rollout / gradient rollout beside Grad-CAM and Integrated Gradients, and
-every map's deletion and insertion curves with their AUC (Petsiuk et al. 2018)."""
+every map's deletion and insertion curves (Petsiuk et al. 2018) in most- and least-relevant-first order with their
+AUC and symmetric relevance gain, beside a random map's: what `vitlens.analysis.explain` and the batched
+`faithfulness` compute (the `vitlens analyze explain` benchmark, on one image)."""
 import pandas as pd
 import streamlit as st
 import torch
 
 from kit import inputs, models, show
 from vitlens.analysis import auc_table, deletion_insertion, saliency_maps
-from vitlens.analysis.figures import deletion_insertion_figure, rollout_figure
+from vitlens.analysis.figures import faithfulness_curves_figure, rollout_figure
+from vitlens.analysis.saliency import RANDOM, SET
 from vitlens.data import class_names
 
 st.title("ViT vs CNN")
@@ -18,7 +21,7 @@ if inp is None:
     st.stop()
 inputs.domain_note(vit, inp)
 steps = st.select_slider("Deletion / insertion steps", [8, 16, 32], 16, key="cmp_steps",
-                         help="Points on each curve; every point is one forward pass of the perturbed image.")
+                         help="Points on each curve; all of them, for every map, go through the model together.")
 
 xv, xc = inputs.model_input(vit_source, inp), inputs.model_input(cnn_source, inp)
 logits_v = models.vit_forward(vit_source, inp.digest, xv)["logits"]
@@ -31,13 +34,12 @@ for col, name, logits, model in ((left, vit_source, logits_v, vit), (right, cnn_
 
 @st.cache_resource(show_spinner="Computing the maps (gradients through both models)...", max_entries=16)
 def maps_for(vit_source: str, cnn_source: str, digest: str, _xv: torch.Tensor, _xc: torch.Tensor) -> dict:
-    """Each method's map for its own model's predicted class."""
-    forward = models.vit_forward(vit_source, digest, _xv)
+    """Each method's map for its own model's predicted class, and a random map for each model."""
+    targets = dict(vit_target=int(models.vit_forward(vit_source, digest, _xv)["logits"].argmax()),
+                   cnn_target=int(models.cnn_forward(cnn_source, digest, _xc).argmax()))
     with models.hook_lock(cnn_source):  # Grad-CAM hooks the shared CNN
-        return saliency_maps(models.load(vit_source), _xv, models.load(cnn_source), _xc,
-                             vit_target=int(forward["logits"].argmax()),
-                             cnn_target=int(models.cnn_forward(cnn_source, digest, _xc).argmax()),
-                             attentions=forward["attentions"])
+        return saliency_maps(models.load(vit_source), _xv, models.load(cnn_source), _xc, methods={**SET, **RANDOM},
+                             **targets)
 
 
 @st.cache_resource(show_spinner="Deleting and inserting pixels...", max_entries=16)
@@ -47,7 +49,8 @@ def curves_for(vit_source: str, cnn_source: str, digest: str, steps: int, _maps:
                               steps=steps)
 
 
-maps = maps_for(vit_source, cnn_source, inp.digest, xv, xc)
+every = maps_for(vit_source, cnn_source, inp.digest, xv, xc)
+maps = {name: every[name] for name in SET}
 shown = inputs.view(vit_source, inp)
 st.subheader("Maps (each for its model's top class)")
 about = show.title_text(f"ViT {vit_source} vs CNN {cnn_source} on {inp.label}")  # for figure titles
@@ -56,13 +59,23 @@ show.show(fig, "vit_vs_cnn_maps", {name: s.map for name, s in maps.items()}, "ma
 st.caption("Alpha masks (positive part of each map / its max). Rollout, gradient rollout and Grad-CAM are coarse "
            "(patch grid or last stage); Integrated Gradients is per pixel, summed over channels.")
 
-curves = curves_for(vit_source, cnn_source, inp.digest, steps, maps, xv, xc)
-fig = deletion_insertion_figure(curves, f"Deletion / insertion: {about}")
-table = pd.DataFrame(auc_table(maps, curves))
+curves = curves_for(vit_source, cnn_source, inp.digest, steps, every, xv, xc)
+by_order = {name: {mode: {"morf": c["scores"], "lerf": c["lerf_scores"]} for mode, c in by_mode.items()}
+            for name, by_mode in curves.items()}
+fractions = {mode: c["fractions"] for mode, c in next(iter(curves.values())).items()}
+fig = faithfulness_curves_figure(fractions, by_order, f"Deletion (to the mean image) / insertion (from a blurred copy)"
+                                 f"<br><sup>{about}</sup>")
 show.show(fig, "deletion_insertion", curves, "curves_fig")
-st.dataframe(table.style.format({"deletion AUC": "{:.3f}", "insertion AUC": "{:.3f}"}), hide_index=True)
+table = pd.DataFrame(auc_table(maps, curves))
+st.dataframe(table.style.format({c: "{:.3f}" for c in table.columns if "AUC" in c or "SRG" in c}), hide_index=True)
 st.download_button("AUC table (CSV)", table.to_csv(index=False), file_name="auc.csv", mime="text/csv",
                    on_click="ignore")
-st.caption("Deletion replaces the most salient pixels with the normalisation mean; insertion adds them to a blurred "
-           "copy (RISE). Maps are compared on their own model's probability, so compare methods within a model "
-           "more than across models.")
+rand = {row["map"]: row for row in auc_table({k: every[k] for k in RANDOM}, curves)}
+st.caption("Deletion replaces the most salient pixels (solid; dotted: the least salient first) with the "
+           "normalisation mean; insertion adds them to a blurred copy (RISE). SRG = AUC of the least-relevant-first "
+           "deletion minus the most-relevant-first one (Blücher et al. 2024): 0 is no better than the map's reverse. "
+           "A random map, the baseline to beat: " + "; ".join(
+               f"{name}: deletion AUC {r['deletion AUC']:.3f}, insertion AUC {r['insertion AUC']:.3f}, "
+               f"SRG (mean) {r['SRG (mean)']:+.3f}" for name, r in rand.items()) +
+           ". Maps are compared on their own model's probability, so compare methods within a model more than across "
+           "models; one image is an anecdote: `vitlens analyze explain` runs the same over a dataset.")

@@ -209,23 +209,94 @@ def probe_figure(layers: Sequence[str], logistic: Mapping[str, float] | None,
                    yaxis_range=[0, 1])
 
 
-def deletion_insertion_figure(curves: Mapping[str, Mapping[str, Mapping[str, Any]]], title: str) -> go.Figure:
-    """Each map's deletion and insertion curves (class probability against the fraction of pixels switched).
+def _interval(v: Mapping[str, float]) -> str:
+    return f"{v['mean']:.3f} [{v['low']:.3f}, {v['high']:.3f}]"
+
+
+def faithfulness_table_figure(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, str], title: str,
+                              reference: str = "random") -> go.Figure:
+    """The explanation benchmark as a table: one row per (method, baseline), each metric's mean over the images with
+    its 95 % interval, and the SRG's paired difference from the ``reference`` method.
 
     Args:
-        curves: map name -> ``"deletion"`` / ``"insertion"`` -> ``fractions``, ``scores`` (see
-            :func:`vitlens.analysis.saliency.deletion_insertion`).
-        title: which models and which image.
+        rows: :func:`vitlens.analysis.faithfulness.faithfulness_table` output.
+        metrics: metric name -> ``"lower"`` / ``"higher"`` (which is better), as
+            :data:`vitlens.analysis.faithfulness.METRICS`.
+        title: which model and which data.
+        reference: the method the differences are against.
     """
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["Deletion (lower AUC is better)",
-                                                        "Insertion (higher AUC is better)"])
-    for name, by_mode in curves.items():
-        for mode, c in by_mode.items():
-            fig.add_trace(go.Scatter(x=c["fractions"], y=c["scores"], mode="lines", name=name, legendgroup=name,
-                                     showlegend=mode == "deletion"), row=1, col=1 if mode == "deletion" else 2)
-    fig.update_xaxes(title_text="fraction of pixels")
-    fig.update_yaxes(title_text="probability of the class", range=[0, 1])
-    return fig.update_layout(title=title, height=460, width=1000)
+    diff = f"vs {reference}"
+    header = ["method", "baseline"] + [f"{m} ({'↓' if better == 'lower' else '↑'})" for m, better in metrics.items()]
+    header.append(f"SRG - SRG of {reference}")
+    columns = [[r["method"] for r in rows], [r["baseline"] for r in rows]]
+    columns += [[_interval(r[m]) for r in rows] for m in metrics]
+    columns.append([_interval(r[diff]["SRG"]) if diff in r else "" for r in rows])
+    fig = go.Figure(go.Table(columnwidth=[1.4, 0.8] + [1.6] * (len(header) - 2),
+                             header=dict(values=header, align="left", font_size=12),
+                             cells=dict(values=columns, align="left", font_size=11, height=26)))
+    return _layout(fig, title, 1300, 90 + 30 * len(rows))
+
+
+def faithfulness_curves_figure(fractions: Mapping[str, np.ndarray],
+                               curves: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], title: str,
+                               unit: str = "pixels", score: str = "probability of the class") -> go.Figure:
+    """Mean deletion and insertion curves per method under one baseline: most relevant first (solid) and least
+    relevant first (dotted), in one colour per method.
+
+    Args:
+        fractions: ``"deletion"`` / ``"insertion"`` -> steps + 1 fractions switched
+            (:attr:`vitlens.analysis.faithfulness.Faithfulness.fractions`).
+        curves: method -> ``"deletion"`` / ``"insertion"`` -> ``"morf"`` / ``"lerf"`` -> steps + 1 mean scores.
+        title: which model, which data, which baseline.
+        unit: what is switched (``"pixels"``, ``"patches"``).
+        score: what the curves follow.
+    """
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08, subplot_titles=[
+        "Deletion (MoRF: lower is better)", "Insertion (MoRF: higher is better)"])
+    colours = px.colors.qualitative.Plotly
+    for i, (method, by_mode) in enumerate(curves.items()):
+        for col, mode in enumerate(("deletion", "insertion"), start=1):
+            for order, dash in (("morf", "solid"), ("lerf", "dot")):
+                fig.add_trace(go.Scatter(
+                    x=fractions[mode], y=by_mode[mode][order], mode="lines", line=dict(color=colours[i % len(colours)],
+                                                                                  dash=dash),
+                    name=f"{method} ({'MoRF' if order == 'morf' else 'LeRF'})", legendgroup=method,
+                    showlegend=col == 1), row=1, col=col)
+    fig.update_xaxes(title_text=f"fraction of {unit} switched", range=[0, 1])
+    fig.update_yaxes(title_text=score)
+    return _layout(fig, title, 1200, 460)
+
+
+def explanation_maps_figure(images: Sequence[torch.Tensor], maps: Mapping[str, torch.Tensor], title: str,
+                            row_labels: Sequence[str] | None = None) -> go.Figure:
+    """One row per image: the input, then each method's map at the input resolution, scaled by its largest absolute
+    value (non-negative maps 0..1 on Inferno; signed ones, such as Integrated Gradients, -1..1 on a diverging scale).
+
+    Args:
+        images: C x H x W in [0, 1], as shown.
+        maps: method -> B x H x W (B = len(images)).
+        title: which model, which data.
+        row_labels: a label per image (e.g. its class; ``<br>`` breaks a line).
+    """
+    names = list(maps)
+    cols = len(names) + 1
+    fig = make_subplots(rows=len(images), cols=cols, horizontal_spacing=0.01, vertical_spacing=0.02,
+                        subplot_titles=[c if r == 0 else "" for r in range(len(images)) for c in ["input"] + names])
+    for r, image in enumerate(images, start=1):
+        fig.add_trace(_image_trace(_rgb(image), "input"), row=r, col=1)
+        for c, name in enumerate(names, start=2):
+            m = maps[name][r - 1].detach().double().cpu()
+            signed = bool(m.min() < 0)
+            z = (m / m.abs().max().clamp(min=1e-12)).numpy().astype(np.float32)  # half the HTML of float64
+            fig.add_trace(go.Heatmap(z=z, zmin=-1 if signed else 0, zmax=1, showscale=False, name=name,
+                                     colorscale="RdBu_r" if signed else "Inferno"), row=r, col=c)
+            _keep_aspect(fig, r, c, cols)
+        if row_labels:
+            fig.update_yaxes(title_text=row_labels[r - 1], title_font_size=11, row=r, col=1)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False, autorange="reversed")
+    fig.update_annotations(font_size=12)
+    return _layout(fig, title, 150 * cols + 120, 150 * len(images))
 
 
 def norms_figure(norms: torch.Tensor, layers: Sequence[int], found: Mapping[str, Any], title: str) -> go.Figure:

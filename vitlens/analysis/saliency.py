@@ -1,5 +1,6 @@
-"""A ViT and a CNN explained side by side on one image: attention rollout, gradient rollout and Integrated Gradients
-for the ViT, Grad-CAM and Integrated Gradients for the CNN, and every map's deletion and insertion curves (RISE)."""
+"""A ViT and a CNN explained side by side on one image (the app's ViT vs CNN page), through :func:`explain` and the
+batched :func:`faithfulness`: attention rollout, gradient rollout and Integrated Gradients for the ViT, Grad-CAM and
+Integrated Gradients for the CNN, and every map's deletion and insertion curves (RISE) beside a random map's."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,82 +9,91 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..capture import capture
-from ..images import prepare
-from ..models.layout import token_layout
-from ..models.timm_convert import data_config_of
-from .attribution import grad_cam, integrated_gradients
-from .faithfulness import perturbation_curve
-from .rollout import attention_rollout, cls_map, gradient_rollout
+from .explain import Explanation, explain
+from .faithfulness import MODES, faithfulness
 
-MODES = ("deletion", "insertion")
+# name -> (which model, method): the comparison's maps, in the order the page shows them
+SET = {"ViT rollout": ("vit", "rollout"), "ViT gradient rollout": ("vit", "gradient_rollout"),
+       "ViT IG": ("vit", "integrated_gradients"), "CNN Grad-CAM": ("cnn", "gradcam"),
+       "CNN IG": ("cnn", "integrated_gradients")}
+RANDOM = {"ViT random": ("vit", "random"), "CNN random": ("cnn", "random")}  # what every map should beat
+# RISE's pairing: deletion to the normalisation's mean image, insertion from a blurred copy
+RISE_BASELINES = {"deletion": "mean", "insertion": "blur"}
 
 
 @dataclass(frozen=True)
 class Saliency:
-    """One method's map of one image: which model (``"vit"`` or ``"cnn"``) it explains, for which class."""
+    """One method's map of one image: which model (``"vit"`` or ``"cnn"``) it explains, for which class.
+
+    ``map`` is the ViT token methods' map on the patch grid, every other map at the input resolution.
+    """
 
     model: str
     target: int
     map: torch.Tensor  # h x w, higher = more important
-
-
-def _black(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
-    """A black image in the model's input space: Integrated Gradients' baseline."""
-    return prepare(torch.zeros(1, 1, *x.shape[-2:]), data_config_of(model))
+    explanation: Explanation | None = None
 
 
 def saliency_maps(vit: nn.Module, vit_input: torch.Tensor, cnn: nn.Module, cnn_input: torch.Tensor, *,
                   vit_target: int, cnn_target: int, ig_steps: int = 32,
-                  attentions: Sequence[torch.Tensor] | None = None) -> dict[str, Saliency]:
-    """The comparison's maps of one image, each for its model's ``target`` class.
+                  attentions: Sequence[torch.Tensor] | None = None,
+                  methods: dict[str, tuple[str, str]] = SET) -> dict[str, Saliency]:
+    """The comparison's maps of one image, each for its model's ``target`` class (:func:`explain` each).
 
     Args:
         vit: a ViT :func:`vitlens.capture` supports; ``vit_input`` its 1 x C x H x W input.
         cnn: a timm CNN (Grad-CAM reads its last stage); ``cnn_input`` its 1 x C x H x W input.
         vit_target: the class the ViT's maps explain; ``cnn_target`` the CNN's.
         ig_steps: Integrated Gradients' quadrature points (from a black image).
-        attentions: the ViT's captured attention of this input, when already at hand.
+        attentions: unused; rollout captures the ViT's attention itself (kept so existing callers still run).
+        methods: name -> (``"vit"`` / ``"cnn"``, method): :data:`SET`, or :data:`RANDOM` for the random maps.
 
     Returns:
-        ``"ViT rollout"``, ``"ViT gradient rollout"``, ``"ViT IG"``, ``"CNN Grad-CAM"``, ``"CNN IG"`` -> map.
+        name -> map, in the order of ``methods``.
     """
-    if attentions is None:
-        with torch.no_grad(), capture(vit) as rec:
-            vit(vit_input)
-        attentions = rec.attentions
-    layout = token_layout(vit, vit_input.shape[-2:])
-    rollout = attention_rollout(attentions, num_prefix_tokens=layout.num_prefix_tokens)
-    ig = dict(steps=ig_steps)
-    return {
-        "ViT rollout": Saliency("vit", vit_target, cls_map(rollout, layout)[0]),
-        "ViT gradient rollout": Saliency("vit", vit_target, cls_map(gradient_rollout(vit, vit_input, vit_target),
-                                                                    layout)[0]),
-        "ViT IG": Saliency("vit", vit_target, integrated_gradients(
-            vit, vit_input, vit_target, baseline=_black(vit_input, vit), **ig)[0].sum(0)),
-        "CNN Grad-CAM": Saliency("cnn", cnn_target, grad_cam(cnn, cnn_input, cnn_target)[0]),
-        "CNN IG": Saliency("cnn", cnn_target, integrated_gradients(
-            cnn, cnn_input, cnn_target, baseline=_black(cnn_input, cnn), **ig)[0].sum(0)),
-    }
+    models = {"vit": (vit, vit_input, vit_target), "cnn": (cnn, cnn_input, cnn_target)}
+    out = {}
+    for name, (which, method) in methods.items():
+        model, x, target = models[which]
+        options = dict(steps=ig_steps) if method == "integrated_gradients" else {}
+        e = explain(model, x, method, target, **options)
+        out[name] = Saliency(which, target, (e.raw if which == "vit" and e.resize != "none" else e.maps)[0], e)
+    return out
 
 
 def deletion_insertion(maps: dict[str, Saliency], models: dict[str, tuple[nn.Module, torch.Tensor]], *,
                        steps: int = 16) -> dict[str, dict[str, dict[str, Any]]]:
-    """Every map's deletion and insertion curve on its own model (see :func:`perturbation_curve`).
+    """Every map's deletion curve (to the mean image) and insertion curve (from a blurred copy), most relevant first,
+    with the least-relevant-first curve and the symmetric relevance gain under the same baseline
+    (:func:`vitlens.analysis.faithfulness.faithfulness`).
 
     Args:
-        maps: :func:`saliency_maps` output.
+        maps: :func:`saliency_maps` output (or any name -> :class:`Saliency`).
         models: ``"vit"`` / ``"cnn"`` -> (model, its 1 x C x H x W input).
         steps: perturbation steps per curve.
 
     Returns:
-        map name -> ``"deletion"`` / ``"insertion"`` -> ``fractions``, ``scores``, ``auc``.
+        map name -> ``"deletion"`` / ``"insertion"`` -> ``fractions``, ``scores``, ``auc`` (MoRF), ``lerf_scores``,
+        ``lerf_auc``, ``srg``.
     """
-    return {name: {mode: perturbation_curve(*models[s.model], s.map, s.target, mode=mode, steps=steps)
-                   for mode in MODES} for name, s in maps.items()}
+    curves = {}
+    for name, s in maps.items():
+        model, x = models[s.model]
+        relevance = s.explanation if s.explanation is not None else s.map
+        curves[name] = {}
+        for mode in MODES:
+            r = faithfulness(model, x, relevance, s.target, baseline=RISE_BASELINES[mode], steps=steps)
+            curves[name][mode] = dict(fractions=r.fractions[mode], scores=r.curves[mode]["morf"][0],
+                                      auc=float(r.auc[mode]["morf"][0]), lerf_scores=r.curves[mode]["lerf"][0],
+                                      lerf_auc=float(r.auc[mode]["lerf"][0]), srg=float(r.srg[0]))
+    return curves
 
 
 def auc_table(maps: dict[str, Saliency], curves: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """One row per map: ``map``, ``model``, ``class``, ``deletion AUC`` (lower is better), ``insertion AUC``."""
+    """One row per map: ``map``, ``model``, ``class``, ``deletion AUC`` (MoRF, lower is better), ``insertion AUC``
+    (MoRF, higher is better), and the symmetric relevance gain under each baseline (``SRG (mean)``, ``SRG (blur)``:
+    higher is better, 0 is no better than the map's own reverse)."""
     return [{"map": name, "model": s.model, "class": s.target, "deletion AUC": curves[name]["deletion"]["auc"],
-             "insertion AUC": curves[name]["insertion"]["auc"]} for name, s in maps.items()]
+             "insertion AUC": curves[name]["insertion"]["auc"],
+             **{f"SRG ({RISE_BASELINES[mode]})": curves[name][mode]["srg"] for mode in MODES}}
+            for name, s in maps.items()]

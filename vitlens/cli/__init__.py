@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from . import analyze, app, bias, info, train
+from . import analyze, app, bias, explain, info, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.register(sub)
     app.register(sub)
     train.register(sub)  # pretrain, finetune, eval
-    bias.register(analyze.register(sub))  # analyze ..., analyze bias ...
+    analyzers = analyze.register(sub)  # analyze ...
+    explain.register(analyzers)  # analyze explain
+    bias.register(analyzers)  # analyze bias ...
     return parser
 
 

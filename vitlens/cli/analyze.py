@@ -1,6 +1,6 @@
-"""``vitlens analyze {rollout,heads,norms,distance,posembed,filters,cka,probe}``: each analysis as figures (Plotly HTML
-and PNG) plus its numbers (JSON), for any model ``vitlens.load_model`` reads; ``vitlens analyze explore`` writes the
-attention explorer as one HTML page."""
+"""``vitlens analyze {rollout,heads,norms,distance,posembed,filters,cka,probe}``: each analysis as figures
+(Plotly HTML and PNG) plus its numbers (JSON), for any model ``vitlens.load_model`` reads; ``vitlens analyze
+explore`` writes the attention explorer as one HTML page."""
 from __future__ import annotations
 
 import argparse
@@ -32,7 +32,7 @@ EPILOG = common.SPEC_HELP + "\nImages: files, or the sample photos astronaut, ch
 
 
 # ---- inputs -------------------------------------------------------------------------------------------
-def _loader(spec: str, model: nn.Module, args: argparse.Namespace, *, split: str | None = None,
+def dataset_loader(spec: str, model: nn.Module, args: argparse.Namespace, *, split: str | None = None,
             limit: int | None = None) -> tuple[torch.utils.data.DataLoader, str]:
     """Batches of (images in [0, 1], labels) and a description for titles."""
     ds, desc = common.dataset(spec, args.data_dir, tuple(model.data_config["input_size"][1:]), split=split,
@@ -43,7 +43,7 @@ def _loader(spec: str, model: nn.Module, args: argparse.Namespace, *, split: str
 def _images(args: argparse.Namespace, model: nn.Module) -> tuple[list[torch.Tensor], list[str], str]:
     """The images to explain (C x H x W in [0, 1]), their labels and a description of the data."""
     if args.data:
-        loader, desc = _loader(args.data, model, args, limit=args.num_images)
+        loader, desc = dataset_loader(args.data, model, args, limit=args.num_images)
         images = [x for batch, _ in loader for x in batch][:args.num_images]
         return images, [f"{desc.split(',')[0].replace(' ', '_')}_{i}" for i in range(len(images))], desc
     names = args.image or list(SAMPLE_PHOTOS)
@@ -51,7 +51,7 @@ def _images(args: argparse.Namespace, model: nn.Module) -> tuple[list[torch.Tens
     return images, [Path(n).stem for n in names], "photos " + ", ".join(Path(n).stem for n in names)
 
 
-def _title(what: str, args: argparse.Namespace, model: nn.Module, data: str) -> str:
+def figure_title(what: str, args: argparse.Namespace, model: nn.Module, data: str) -> str:
     """Which analysis, which model and which data; flags photos shown to a model that knows only small grayscale
     images (the bundled Fashion-MNIST models)."""
     chans, h, w = model.data_config["input_size"]
@@ -61,7 +61,7 @@ def _title(what: str, args: argparse.Namespace, model: nn.Module, data: str) -> 
     return title + "</sup>"
 
 
-def _finish(args: argparse.Namespace, figs: dict, numbers: dict[str, Any]) -> int:
+def finish(args: argparse.Namespace, figs: dict, numbers: dict[str, Any]) -> int:
     return common.write(args, figs, dict(model=args.model, command=args.analysis, **numbers))
 
 
@@ -81,10 +81,10 @@ def _rollout(args: argparse.Namespace) -> int:
     if args.gradient and model.num_classes:
         maps["gradient rollout"] = cls_map(gradient_rollout(model, x), layout).cpu()
     top = probs.topk(min(5, probs.shape[-1]))
-    title = _title(f"Attention rollout (head fusion {args.head_fusion}, discard {args.discard_ratio}, "
+    title = figure_title(f"Attention rollout (head fusion {args.head_fusion}, discard {args.discard_ratio}, "
                    f"start layer {args.start_layer})", args, model, data)
     fig = figures.rollout_figure([display_view(im, model.data_config) for im in images], maps, title, labels)
-    return _finish(args, {"rollout": fig}, dict(
+    return finish(args, {"rollout": fig}, dict(
         data=data, images=labels, grid=layout.grid, prefix=layout.prefix, head_fusion=args.head_fusion,
         discard_ratio=args.discard_ratio, start_layer=args.start_layer, maps=maps,
         prefix_shares={k: v.cpu() for k, v in prefix_shares(joint, layout).items()},
@@ -103,22 +103,22 @@ def _heads(args: argparse.Namespace) -> int:
     what = (f"Class-token attention per head, layer {layer} of {len(model.blocks)}"
             + (f", top {args.threshold:.0%} mass" if args.threshold else ""))
     figs = {f"heads_{label}": figures.heads_figure(display_view(im, model.data_config), maps[i],
-                                                   _title(what, args, model, f"{data}: {label}"))
+                                                   figure_title(what, args, model, f"{data}: {label}"))
             for i, (im, label) in enumerate(zip(images, labels))}
-    return _finish(args, figs, dict(data=data, images=labels, layer=layer, threshold=args.threshold, maps=maps))
+    return finish(args, figs, dict(data=data, images=labels, layer=layer, threshold=args.threshold, maps=maps))
 
 
 def _distance(args: argparse.Namespace) -> int:
     device = common.device(args.device)
     model = common.load(args.model, device, need_vit=True)
-    loader, data = _loader(args.data, model, args, limit=args.limit)
+    loader, data = dataset_loader(args.data, model, args, limit=args.limit)
     res = attention_distance(model, loader, include_prefix=args.include_prefix, renormalize=not args.no_renormalize)
     layout = token_layout(model, model.data_config["input_size"][1:])
-    title = _title(f"Mean attention distance per head (P = {layout.patch_size[0]} px, grid {layout.grid})",
+    title = figure_title(f"Mean attention distance per head (P = {layout.patch_size[0]} px, grid {layout.grid})",
                    args, model, data)
     uniform = patch_distances(layout.grid, layout.patch_size).mean().item()  # every query looks everywhere
     fig = figures.distance_figure(res["mean"], title, res["std"], uniform)
-    return _finish(args, {"attention_distance": fig}, dict(
+    return finish(args, {"attention_distance": fig}, dict(
         data=data, patch_size=layout.patch_size, grid=layout.grid, prefix=layout.prefix,
         include_prefix=args.include_prefix, renormalize=not args.no_renormalize, uniform_attention_distance=uniform,
         **res))
@@ -146,18 +146,18 @@ def _posembed(args: argparse.Namespace) -> int:
         what = "Position embedding similarity" + ("" if size is None else
                                                   f" after moving to {size} px (bicubic interpolation)")
         grid = tuple(sim.shape[:2])
-        figs[name] = figures.posembed_figure(sim, _title(what, args, m, f"learned weights, grid {grid}"))
+        figs[name] = figures.posembed_figure(sim, figure_title(what, args, m, f"learned weights, grid {grid}"))
         numbers[name] = sim
-    return _finish(args, figs, numbers)
+    return finish(args, figs, numbers)
 
 
 def _filters(args: argparse.Namespace) -> int:
     model = common.load(args.model, need_vit=True)
     comps, ratio = patch_embedding_components(model, k=min(args.k, *model.patch_embed.proj.weight.flatten(1).shape))
     kind = "RGB e" if model.in_chans == 3 else "E"
-    title = _title(f"{kind}mbedding filters: first {len(comps)} principal components of E "
+    title = figure_title(f"{kind}mbedding filters: first {len(comps)} principal components of E "
                    f"({100 * ratio.sum():.0f}% of the variance)", args, model, "learned weights")
-    return _finish(args, {"filters": figures.filters_figure(comps, ratio, title)},
+    return finish(args, {"filters": figures.filters_figure(comps, ratio, title)},
                    dict(components=comps, explained_variance_ratio=ratio))
 
 
@@ -165,20 +165,20 @@ def _cka(args: argparse.Namespace) -> int:
     device = common.device(args.device)
     model_a = common.load(args.model, device)
     model_b = common.load(args.against, device) if args.against else model_a
-    loader, data = _loader(args.data, model_a, args, limit=args.limit)
+    loader, data = dataset_loader(args.data, model_a, args, limit=args.limit)
     res = layer_similarity(model_a, model_b, loader)
     other = args.against or args.model
-    title = _title(f"Minibatch linear CKA: {args.model} against {other}", args, model_a, f"{data} "
+    title = figure_title(f"Minibatch linear CKA: {args.model} against {other}", args, model_a, f"{data} "
                    f"({res['count']} used)")
     fig = figures.cka_figure(res["cka"], res["layers_a"], res["layers_b"], title, args.model, other)
-    return _finish(args, {"cka": fig}, dict(data=data, against=other, **res))
+    return finish(args, {"cka": fig}, dict(data=data, against=other, **res))
 
 
 def _probe(args: argparse.Namespace) -> int:
     model = common.load(args.model, common.device(args.device))
     name = common.parse_spec(args.data, "train")[0]
-    train, train_desc = _loader(name, model, args, split="train", limit=args.train_limit)
-    test, test_desc = _loader(name, model, args, split="test", limit=args.test_limit)
+    train, train_desc = dataset_loader(name, model, args, split="train", limit=args.train_limit)
+    test, test_desc = dataset_loader(name, model, args, split="test", limit=args.test_limit)
     layers = common.block_indices(args.layers, len(layer_names(model)))
     res = linear_probe(model, train, test, layers=layers, logistic=not args.no_logistic, shots=args.shots,
                        seeds=range(args.seeds), C=args.C, l2_reg=args.l2_reg)
@@ -186,26 +186,26 @@ def _probe(args: argparse.Namespace) -> int:
         print(f"vitlens: {', '.join(map(str, out['shots']))}-shot left out: the training images hold only "
               f"{out['count']} of class {out['scarcest_class']} (--train-limit more)", file=sys.stderr)
     data = f"train {train_desc}; test {test_desc}"
-    title = _title("Linear evaluation of frozen features per layer", args, model, data)
+    title = figure_title("Linear evaluation of frozen features per layer", args, model, data)
     fig = figures.probe_figure(res["layers"], res["logistic"], res["fewshot"], title)
-    return _finish(args, {"probe": fig}, dict(data=data, layers=res["layers"], logistic=res["logistic"],
+    return finish(args, {"probe": fig}, dict(data=data, layers=res["layers"], logistic=res["logistic"],
                                               fewshot=res["fewshot"], shots_left_out=res["shots_left_out"],
                                               l2_reg=args.l2_reg, C=args.C))
 
 
 def _norms(args: argparse.Namespace) -> int:
     model = common.load(args.model, common.device(args.device), need_vit=True)
-    loader, data = _loader(args.data, model, args, limit=args.limit)
+    loader, data = dataset_loader(args.data, model, args, limit=args.limit)
     result = token_norms(model, loader, layers=common.block_indices(args.layers, len(model.blocks)))
     found = high_norm_tokens(result, threshold=args.threshold, min_ratio=args.min_ratio)
     layout, layers = result["layout"], result["layers"]
     how = (f"threshold {args.threshold:g}" if args.threshold else
            f"split per layer (mixture, ratio >= {args.min_ratio:g})")
-    figs = {"norms": figures.norms_figure(layout.patches(result["norms"]), layers, found, _title(
+    figs = {"norms": figures.norms_figure(layout.patches(result["norms"]), layers, found, figure_title(
                 f"High-norm tokens (Darcet et al. 2024): {how}", args, model, data)),
-            "norm_positions": figures.positions_figure(found["positions"], layers, _title(
+            "norm_positions": figures.positions_figure(found["positions"], layers, figure_title(
                 f"Where the high-norm tokens sit ({layout.grid[0]} x {layout.grid[1]} patches)", args, model, data))}
-    return _finish(args, figs, dict(
+    return finish(args, figs, dict(
         data=data, layers=[l + 1 for l in layers], prefix=layout.prefix, grid=layout.grid, threshold=args.threshold,
         min_ratio=args.min_ratio, **{k: v for k, v in found.items() if k != "outliers"},
         prefix_norms={name: result["norms"][:, :, i].mean(0) for i, name in enumerate(layout.prefix)},
@@ -228,10 +228,8 @@ def _explore(args: argparse.Namespace) -> int:
     path = page.save(args.out)
     print(f"{path} ({path.stat().st_size / 2**20:.1f} MB)")
     return 0
-
-
 # ---- the parser -----------------------------------------------------------------------------------------
-def _command(sub: argparse._SubParsersAction, name: str, func, help_: str,
+def add_command(sub: argparse._SubParsersAction, name: str, func, help_: str,
              data: str | None = None) -> argparse.ArgumentParser:
     """One ``analyze`` subcommand with the flags they all share; ``data`` is ``"images"`` (images to explain), a
     default dataset SPEC, or None (the model's weights alone)."""
@@ -253,17 +251,17 @@ def _command(sub: argparse._SubParsersAction, name: str, func, help_: str,
 
 
 def _attention_commands(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "rollout", _rollout, "attention rollout and gradient rollout (paper Fig. 6)", "images")
+    p = add_command(sub, "rollout", _rollout, "attention rollout and gradient rollout (paper Fig. 6)", "images")
     p.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean")
     p.add_argument("--discard-ratio", type=float, default=0.0)
     p.add_argument("--start-layer", type=int, default=1, help="begin the product at this layer (1 .. L)")
     p.add_argument("--no-gradient", dest="gradient", action="store_false", help="skip gradient rollout")
 
-    p = _command(sub, "heads", _heads, "each head's class-token attention (DINO style)", "images")
+    p = add_command(sub, "heads", _heads, "each head's class-token attention (DINO style)", "images")
     p.add_argument("--layer", type=int, default=-1, help="layer 1 .. L, or -1 for the last (the default)")
     p.add_argument("--threshold", type=float, help="keep the patches holding this fraction of the mass")
 
-    p = _command(sub, "norms", _norms, "high-norm tokens per layer (Darcet et al. 2024, registers)",
+    p = add_command(sub, "norms", _norms, "high-norm tokens per layer (Darcet et al. 2024, registers)",
                  "fashion_mnist:test")
     p.add_argument("--limit", type=int, default=128, help="images")
     p.add_argument("--layers", type=int, nargs="*", help="layers 1 .. L (default: all)")
@@ -271,7 +269,7 @@ def _attention_commands(sub: argparse._SubParsersAction) -> None:
                    "layer's norms where they are bimodal)")
     p.add_argument("--min-ratio", type=float, default=4.0, help="how far apart the two modes must be")
 
-    p = _command(sub, "distance", _distance, "mean attention distance per head and layer (paper Fig. 7 right)",
+    p = add_command(sub, "distance", _distance, "mean attention distance per head and layer (paper Fig. 7 right)",
                  "fashion_mnist:test")
     p.add_argument("--limit", type=int, default=128, help="images (the paper used 128)")
     p.add_argument("--include-prefix", "--include-cls", action="store_true",
@@ -295,17 +293,17 @@ def _explore_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _representation_commands(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "posembed", _posembed, "position-embedding cosine similarity (paper Fig. 7 centre)")
+    p = add_command(sub, "posembed", _posembed, "position-embedding cosine similarity (paper Fig. 7 centre)")
     p.add_argument("--img-size", type=int, nargs="*", help="also show the table interpolated to these sizes")
 
-    p = _command(sub, "filters", _filters, "principal components of the patch-embedding filters (paper Fig. 7 left)")
+    p = add_command(sub, "filters", _filters, "principal components of the patch-embedding filters (paper Fig. 7 left)")
     p.add_argument("--k", type=int, default=28)
 
-    p = _command(sub, "cka", _cka, "layer-by-layer minibatch CKA between two models", "fashion_mnist:test")
+    p = add_command(sub, "cka", _cka, "layer-by-layer minibatch CKA between two models", "fashion_mnist:test")
     p.add_argument("--against", help="second model (ViT or CNN); the model itself when omitted")
     p.add_argument("--limit", type=int, default=1024)
 
-    p = _command(sub, "probe", _probe, "linear probes and few-shot evaluation per layer (paper section 4.1)",
+    p = add_command(sub, "probe", _probe, "linear probes and few-shot evaluation per layer (paper section 4.1)",
                  "fashion_mnist")
     p.add_argument("--train-limit", type=int, default=5000)
     p.add_argument("--test-limit", type=int, default=2000)
