@@ -13,6 +13,7 @@ pages = [
     st.Page("views/explorer.py", title="Attention explorer", icon=":material/grid_view:"),
     st.Page("views/posembed.py", title="Position embeddings", icon=":material/grid_on:"),
     st.Page("views/distance.py", title="Attention distance", icon=":material/straighten:"),
+    st.Page("views/norms.py", title="High-norm tokens", icon=":material/bolt:"),
     st.Page("views/compare.py", title="ViT vs CNN", icon=":material/compare:"),
     st.Page("views/probe.py", title="Linear probe", icon=":material/query_stats:"),
     st.Page("views/bias.py", title="Inductive biases", icon=":material/science:"),

@@ -20,6 +20,7 @@ SHOTS = [("attention", "Fashion-MNIST test image", 2000, "app_attention.png"),
          ("compare", "Fashion-MNIST test image", 1900, "app_vit_vs_cnn.png"),
          ("posembed", None, 1900, "app_position_embeddings.png"),
          ("distance", None, 1000, "app_attention_distance.png"),
+         ("norms", "Sample photo", 2300, "app_high_norm_tokens.png"),
          ("", None, 900, "app_model.png"),
          ("bias", "Run the probes", 2400, "app_inductive_biases.png")]
 

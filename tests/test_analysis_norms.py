@@ -59,3 +59,24 @@ def test_split_threshold_finds_a_bimodal_gap_and_refuses_a_unimodal_set():
     assert low.max() < cut < high.min()
     assert split_threshold(low) == math.inf
     assert split_threshold(torch.cat([low, 1.5 * low[:20]])) == math.inf  # two modes, too close to count
+
+
+def test_the_norm_maps_mark_the_planted_token_and_the_finding_names_its_layers():
+    from vitlens.analysis.figures import norm_maps_figure
+    from vitlens.analysis.findings import norms_finding
+
+    model = planted_model()
+    result = token_norms(model, torch.rand(6, 1, 12, 16), batch_size=6, progress=False)
+    found = high_norm_tokens(result)
+    layout, image = result["layout"], torch.rand(1, 12, 16)
+    norms = layout.to_grid(layout.patches(result["norms"][0]))
+    fig = norm_maps_figure(image, norms, found["outliers"][0].view(4, *GRID), result["layers"], "planted")
+    marks = [t for t in fig.data if t.name == "high-norm token"]
+    # a 12 x 16 image on a 3 x 4 grid: patch (2, 1) covers rows 8-11 and columns 4-7, centre (9.5, 5.5)
+    assert [(list(t.x), list(t.y)) for t in marks] == [([], [])] * LAYER + [([5.5], [9.5])] * (4 - LAYER)
+    heat = [t for t in fig.data if t.type == "heatmap"][LAYER]
+    assert heat.z[MARKED[0]][MARKED[1]] == pytest.approx(math.log10(float(norms[LAYER][MARKED])))
+    text = norms_finding(found, result["layers"])["text"]
+    assert f"high-norm tokens in layers {LAYER + 1}, {LAYER + 2}" in text and f"{1 / 13:.0%} of the class" in text
+    unimodal = high_norm_tokens(result, threshold=1e9)
+    assert "no high-norm tokens in any layer" in norms_finding(unimodal, result["layers"])["text"]

@@ -2,7 +2,9 @@
 changed once, and no exception; bad uploads get an st.error and the page goes on."""
 from __future__ import annotations
 
+import base64
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,14 @@ def widget(at: AppTest, kind: str, label: str):
     """The one widget of this kind with this label (keys that depend on the image or model are not fixed)."""
     (found,) = [w for w in getattr(at, kind) if w.label == label]
     return found
+
+
+def plotly_array(value) -> np.ndarray:
+    """A trace's array as the chart's JSON holds it: a list, or Plotly's typed array (base64 bytes, dtype, shape)."""
+    if not isinstance(value, dict):
+        return np.asarray(value)
+    flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+    return flat.reshape([int(n) for n in str(value.get("shape", len(flat))).split(",")])
 
 
 def figures(at: AppTest) -> int:
@@ -265,3 +275,33 @@ def test_probe_page_with_few_training_images_and_the_default_shots_shows_no_trac
     assert any("25-shot" in i.value and "only 20 of class 9 (Ankle boot)" in i.value for i in at.info), at.info
     assert "25-shot" not in at.dataframe[0].value.columns and "10-shot" in at.dataframe[0].value.columns
     ok(at.select_slider(key="probe_test").set_value(500).run())
+
+
+def test_norms_page_with_its_defaults_draws_each_layers_patch_norms_and_a_fixed_threshold_marks_them():
+    import torch
+
+    from vitlens.images import preprocess, sample_image
+
+    at = open_page("norms")
+    assert figures(at) == 3  # maps, norms against depth, distribution (no positions: the bundled ViT has no outliers)
+    assert any(m.value.startswith("**The finding.**") and "no high-norm tokens" in m.value for m in at.markdown)
+    # the maps' numbers against block outputs read with plain forward hooks on the same preprocessed photo
+    model = vitlens.load_model("demo:vit-fashion")
+    outputs = []
+    hooks = [b.register_forward_hook(lambda _m, _i, out: outputs.append(out[0, 1:].norm(dim=-1))) for b in model.blocks]
+    with torch.no_grad():
+        model(preprocess(sample_image("astronaut"), model.data_config))
+    for h in hooks:
+        h.remove()
+    maps = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    heat = [plotly_array(t["z"]) for t in maps if t["type"] == "heatmap"]
+    assert len(heat) == len(model.blocks)
+    for z, want in zip(heat, outputs):
+        np.testing.assert_allclose(10 ** z, want.view(z.shape).numpy(), rtol=1e-4)
+    cut = round(float(torch.stack(outputs).median()), 1)  # the input keeps two decimals
+    at.number_input(key="norms_threshold").set_value(cut).run()
+    ok(at)
+    maps = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    marked = sum(len(plotly_array(t["x"])) for t in maps if t.get("name") == "high-norm token")
+    assert marked == int((torch.stack(outputs) > cut).sum()) > 0
+    assert figures(at) == 4  # now the positions too

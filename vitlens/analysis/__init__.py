@@ -18,7 +18,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
                      "mean_interval", "perturbation_curve", "ranks"],
     "features": ["dataset_features", "layer_features", "layer_names", "layer_outputs"],
     "filters": ["patch_embedding_components"],
-    "findings": ["distance_finding", "posembed_finding", "probe_finding"],
+    "findings": ["distance_finding", "norms_finding", "posembed_finding", "probe_finding"],
     "heads": ["head_maps", "patch_maps"],
     "norms": ["high_norm_tokens", "split_threshold", "token_norms"],
     "posembed": ["position_embedding_similarity"],

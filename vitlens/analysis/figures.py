@@ -347,6 +347,66 @@ def positions_figure(positions: torch.Tensor, layers: Sequence[int], title: str,
                    coloraxis_colorbar=dict(title="share of images"))
 
 
+def norm_maps_figure(image: torch.Tensor, norms: torch.Tensor, outliers: torch.Tensor, layers: Sequence[int],
+                     title: str, wrap: int = 4) -> go.Figure:
+    """One image's patch-token norms per layer, laid over the image on one log colour scale, outliers marked.
+
+    Args:
+        image: C x H x W in [0, 1], as shown.
+        norms: layers x gh x gw norms of the image's patch tokens.
+        outliers: layers x gh x gw bool, the high-norm tokens (:func:`vitlens.analysis.high_norm_tokens`).
+        layers: the block index of each layer (numbered from 1 in the figure).
+        title: which model, which image.
+    """
+    (gh, gw), (h, w) = norms.shape[-2:], image.shape[-2:]
+    logs = norms.double().clamp_min(1e-12).log10()
+    cols, rows = min(wrap, len(layers)), math.ceil(len(layers) / wrap)
+    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.02, vertical_spacing=0.3 / rows,
+                        subplot_titles=[f"layer {l + 1}" for l in layers])
+    rgb = _rgb(image)
+    for i in range(len(layers)):
+        r, c = divmod(i, cols)
+        fig.add_trace(_image_trace(rgb, "input"), row=r + 1, col=c + 1)
+        # patch (i, j) covers pixels [i h/gh, (i+1) h/gh): the heatmap's cells are centred on those blocks
+        fig.add_trace(go.Heatmap(z=logs[i].numpy(), x0=(w / gw - 1) / 2, dx=w / gw, y0=(h / gh - 1) / 2, dy=h / gh,
+                                 coloraxis="coloraxis", opacity=0.6, hovertemplate="patch (%{y:.0f}, %{x:.0f})"
+                                 "<br>log10 norm %{z:.2f}<extra></extra>"), row=r + 1, col=c + 1)
+        ys, xs = torch.nonzero(outliers[i], as_tuple=True)
+        fig.add_trace(go.Scatter(x=((xs + 0.5) * w / gw - 0.5).tolist(), y=((ys + 0.5) * h / gh - 0.5).tolist(),
+                                 mode="markers", name="high-norm token", legendgroup="outlier", showlegend=False,
+                                 marker=dict(symbol="x-thin-open", size=max(6, 160 // gw), color="red",
+                                             line_width=2)), row=r + 1, col=c + 1)
+    if outliers.any():
+        next(t for t in fig.data if t.name == "high-norm token" and len(t.x)).showlegend = True
+    fig.update_xaxes(showticklabels=False, range=[-0.5, w - 0.5])
+    fig.update_yaxes(showticklabels=False, range=[h - 0.5, -0.5])
+    return _layout(fig, title, 250 * cols + 150, 250 * rows, coloraxis=dict(
+        colorscale="Viridis", cmin=float(logs.min()), cmax=float(logs.max()), colorbar=dict(title="log10 norm")),
+        legend=dict(orientation="h", y=-0.02, yanchor="top"))
+
+
+def norm_profile_figure(norms: torch.Tensor, prefix: Sequence[str], layers: Sequence[int], title: str) -> go.Figure:
+    """One image's token norms against depth: the patch tokens' median and maximum, and each prefix token (class,
+    distillation, registers) on its own line, so registers that take the high norms show as such.
+
+    Args:
+        norms: layers x tokens, prefix tokens first (the model's order).
+        prefix: the prefix tokens' names (:class:`vitlens.TokenLayout`'s ``prefix``).
+        layers: the block index of each layer (numbered from 1 in the figure).
+        title: which model, which image.
+    """
+    x = [l + 1 for l in layers]
+    patches = norms[:, len(prefix):]
+    lines = {"patch tokens, median": patches.median(dim=1).values, "patch tokens, maximum": patches.max(dim=1).values}
+    lines.update({name: norms[:, i] for i, name in enumerate(prefix)})
+    fig = go.Figure([go.Scatter(x=x, y=v.tolist(), name=name, mode="lines+markers",
+                                line=dict(dash="dot") if name.startswith("patch") else None)
+                     for name, v in lines.items()])
+    fig.update_xaxes(title_text="layer", dtick=1)
+    fig.update_yaxes(title_text="token norm", type="log")
+    return _layout(fig, title, 700, 380)
+
+
 GRID_SIZE = (900, 1000)  # pixels (height, width) the layer x head grid's thumbnails share: a 1400 x 1000 screen
 
 

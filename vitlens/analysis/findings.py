@@ -86,3 +86,27 @@ def probe_finding(layers: Sequence[str], logistic: Mapping[str, float] | None,
         parts.append(f"{k}-shot ridge peaks at {best} ({fewshot[best][k]['mean']:.3f})")
     paper = "The paper (section 4.1) evaluates the final representation (pre-logits)."
     return dict(**out, text=f"{paper} This model: {'; '.join(parts)}." if parts else paper)
+
+
+def norms_finding(found: Mapping[str, Any], layers: Sequence[int]) -> dict[str, Any]:
+    """Which layers hold high-norm tokens and how much of the class token's attention they take (Darcet et al. 2024:
+    large ViTs trained long grow a few tokens with ~10x the usual norm, from the middle layers on, in background
+    patches, and they draw much of the class token's attention).
+
+    Args:
+        found: :func:`vitlens.analysis.high_norm_tokens` output.
+        layers: the block index of each of its layers (numbered from 1 in the text).
+    """
+    with_outliers = [i for i, n in enumerate(found["count"]) if n > 0]
+    paper = ("Darcet et al. (2024): large ViTs trained long (DINOv2, OpenCLIP, DeiT-III) grow a few tokens with about "
+             "10x the usual norm, from the middle layers on, in low-information patches, and these take much of the "
+             "class token's attention; register tokens give them a place of their own.")
+    if not with_outliers:
+        return dict(layers_with=[], text=f"{paper} This model: no high-norm tokens in any layer (the patch-token "
+                                         f"norms are unimodal), as the paper finds for small or briefly trained ViTs.")
+    peak = max(with_outliers, key=lambda i: found["attention_share"][i])
+    shows = (f"This model: high-norm tokens in layer{'s' if len(with_outliers) > 1 else ''} "
+             f"{', '.join(str(layers[i] + 1) for i in with_outliers)}; in layer {layers[peak] + 1}, "
+             f"{found['count'][peak]:.2f} per image on average (in {found['images_with'][peak]:.0%} of the images), "
+             f"taking {found['attention_share'][peak]:.0%} of the class token's attention.")
+    return dict(layers_with=[layers[i] for i in with_outliers], peak_layer=layers[peak], text=f"{paper} {shows}")
