@@ -1,12 +1,14 @@
 """What the hostile-input corpus shares: the real command in a subprocess, and its one error line."""
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 import resource
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 # A model and data small enough that a run of a few steps takes a second: 16 tokens of width 32, one block, on the
@@ -19,17 +21,64 @@ TINY = ["model.img_size=32", "model.patch_size=8", "model.in_chans=3", "model.em
 BAR = re.compile(r"\d+%\|.*\|")
 
 
-def vitlens_cmd(*args: str, cwd: Path, file_size_limit: int | None = None) -> subprocess.CompletedProcess:
-    """``vitlens ARGS`` as a user runs it, from ``cwd``; with ``file_size_limit``, every file it writes stops
-    growing at that many bytes (RLIMIT_FSIZE: a write past it fails with EFBIG, as on a full disk; Python ignores
-    SIGXFSZ)."""
-    def limit() -> None:
+def _cli_child(args: tuple[str, ...], cwd: str, env: dict[str, str], out: str, err: str,
+               file_size_limit: int | None) -> None:
+    """In the forked child: the process state a fresh ``python -m vitlens.cli ARGS`` would have, then its main."""
+    import traceback
+
+    import torch
+
+    import vitlens.cli
+
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    torch.set_num_threads(1)
+    for fd, path in ((1, out), (2, err)):
+        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+    sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)
+    if file_size_limit:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+    try:
+        code = vitlens.cli.main(list(args))
+    except SystemExit as e:  # argparse's usage errors
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:  # what the interpreter would print for an uncaught exception
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush(), sys.stderr.flush()
+    os._exit(code)
 
-    return subprocess.run([sys.executable, "-m", "vitlens.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300,
-                          preexec_fn=limit if file_size_limit else None)
+
+_FORKSERVER: multiprocessing.context.ForkServerContext | None = None
+
+
+def vitlens_cmd(*args: str, cwd: Path, file_size_limit: int | None = None) -> subprocess.CompletedProcess:
+    """``vitlens ARGS`` as a user runs it, from ``cwd``: its exit code, stdout and stderr; with ``file_size_limit``,
+    every file it writes stops growing at that many bytes (RLIMIT_FSIZE: a write past it fails with EFBIG, as on a
+    full disk; Python ignores SIGXFSZ).
+
+    Each case is its own process, forked from a server that imported ``vitlens.cli`` once (multiprocessing's
+    forkserver, which has run no thread pool, so forking it is safe): the command's ``main`` behind a real process
+    boundary, without paying torch's and timm's 4 s of imports some eighty times. The console script itself is run
+    by the CLI tests and by :mod:`test_hostile_app`."""
+    global _FORKSERVER
+    if _FORKSERVER is None:
+        _FORKSERVER = multiprocessing.get_context("forkserver")
+        _FORKSERVER.set_forkserver_preload(["torch", "vitlens.cli", "hostile"])
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = f"{tmp}/stdout", f"{tmp}/stderr"
+        Path(out).touch(), Path(err).touch()  # read back even if the child dies before opening them
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        child = _FORKSERVER.Process(target=_cli_child, args=(args, str(cwd), env, out, err, file_size_limit))
+        child.start()
+        child.join(300)
+        if child.exitcode is None:
+            child.kill()
+            raise subprocess.TimeoutExpired(["vitlens", *args], 300)
+        return subprocess.CompletedProcess(["vitlens", *args], child.exitcode, Path(out).read_text(),
+                                           Path(err).read_text())
 
 
 def error_line(proc: subprocess.CompletedProcess, code: int = 2) -> str:
