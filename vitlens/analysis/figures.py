@@ -19,6 +19,8 @@ import plotly.io as pio
 import torch
 from plotly.subplots import make_subplots
 
+from ..io import atomic_write
+
 log = logging.getLogger("vitlens")
 TOP_MARGIN = 170  # room for a title of up to four lines (what, model, data, caveat)
 
@@ -483,6 +485,22 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
+def _write_pngs(out: Path, figures: Mapping[str, go.Figure]) -> list[Path]:
+    """Every figure's PNG in one kaleido call (one browser start), each written beside its final name, then renamed."""
+    pngs = [out / f"{name}.png" for name in figures]
+    partial = [p.with_name(f".{p.stem}.partial.png") for p in pngs]  # kaleido takes the format from the suffix
+    try:
+        figs = list(figures.values())  # write_images ignores layout sizes unless passed explicitly
+        pio.write_images(figs, partial, scale=1.5, width=[f.layout.width for f in figs],
+                         height=[f.layout.height for f in figs])
+        for tmp, path in zip(partial, pngs):
+            tmp.replace(path)
+    finally:
+        for tmp in partial:
+            tmp.unlink(missing_ok=True)
+    return pngs
+
+
 def write_outputs(out_dir: str | Path, figures: Mapping[str, go.Figure], numbers: Mapping[str, Any], *,
                   png: bool = True, plotlyjs: str = "directory") -> list[Path]:
     """Write each figure as ``<name>.html`` and ``<name>.png``, and ``numbers`` as ``<first name>.json``.
@@ -500,20 +518,15 @@ def write_outputs(out_dir: str | Path, figures: Mapping[str, go.Figure], numbers
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    # each file appears whole or not at all (a killed or failed export leaves the previous one, not half a file)
     for name, fig in figures.items():
-        path = out / f"{name}.html"
-        fig.write_html(path, include_plotlyjs=plotlyjs)
-        written.append(path)
-    json_path = out / f"{next(iter(figures))}.json"
-    json_path.write_text(json.dumps(jsonable(numbers), indent=1))
-    written.append(json_path)
+        written.append(atomic_write(out / f"{name}.html",
+                                    lambda tmp, fig=fig: fig.write_html(tmp, include_plotlyjs=plotlyjs)))
+    text = json.dumps(jsonable(numbers), indent=1)
+    written.append(atomic_write(out / f"{next(iter(figures))}.json", lambda tmp: Path(tmp).write_text(text)))
     if png:
-        pngs = [out / f"{name}.png" for name in figures]
         try:
-            figs = list(figures.values())  # write_images ignores layout sizes unless passed explicitly
-            pio.write_images(figs, pngs, scale=1.5, width=[f.layout.width for f in figs],
-                             height=[f.layout.height for f in figs])
-            written += pngs
+            written += _write_pngs(out, figures)
         except Exception as e:  # kaleido raises several types when no browser can be started
             log.warning("PNG export failed (%s: %s). kaleido needs Chrome or Chromium: install it (apt-get install "
                         "chromium) or point BROWSER_PATH at it. HTML and JSON were written.", type(e).__name__, e)

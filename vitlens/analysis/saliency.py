@@ -4,7 +4,7 @@ Integrated Gradients for the CNN, and every map's deletion and insertion curves 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,7 +36,6 @@ class Saliency:
 
 def saliency_maps(vit: nn.Module, vit_input: torch.Tensor, cnn: nn.Module, cnn_input: torch.Tensor, *,
                   vit_target: int, cnn_target: int, ig_steps: int = 32,
-                  attentions: Sequence[torch.Tensor] | None = None,
                   methods: dict[str, tuple[str, str]] = SET) -> dict[str, Saliency]:
     """The comparison's maps of one image, each for its model's ``target`` class (:func:`explain` each).
 
@@ -45,7 +44,6 @@ def saliency_maps(vit: nn.Module, vit_input: torch.Tensor, cnn: nn.Module, cnn_i
         cnn: a timm CNN (Grad-CAM reads its last stage); ``cnn_input`` its 1 x C x H x W input.
         vit_target: the class the ViT's maps explain; ``cnn_target`` the CNN's.
         ig_steps: Integrated Gradients' quadrature points (from a black image).
-        attentions: unused; rollout captures the ViT's attention itself (kept so existing callers still run).
         methods: name -> (``"vit"`` / ``"cnn"``, method): :data:`SET`, or :data:`RANDOM` for the random maps.
 
     Returns:
