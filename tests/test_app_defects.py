@@ -5,9 +5,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
+import torch
+from PIL import Image
 from test_app import cnn_run, ok, open_page, widget
 
 import vitlens
+from vitlens.data import load_tensors
+from vitlens.data.fashion_mnist import CLASSES as FASHION_CLASSES
+from vitlens.images import preprocess, sample_image
 from vitlens.models.loading import WEIGHTS_DIR
 
 
@@ -110,3 +116,36 @@ def test_side_by_side_shows_two_models_with_the_same_settings_and_one_distance_s
     at.switch_page("views/posembed.py")
     ok(at.run())
     assert len([c for c in at.get("plotly_chart")]) == 6  # similarity, after the resolution change, filters: twice
+
+
+def _probabilities(source: str, x: torch.Tensor | Image.Image) -> torch.Tensor:
+    """The model's class probabilities for a 28 x 28 image in [0, 1] (normalised with the model's mean and std by
+    hand), or for a photo (through the model's eval transform)."""
+    model = vitlens.load_model(source).eval()
+    mean, std = (torch.tensor(model.data_config[k]).view(-1, 1, 1) for k in ("mean", "std"))
+    x = ((x - mean) / std)[None] if isinstance(x, torch.Tensor) else preprocess(x, model.data_config)
+    with torch.no_grad():
+        return model(x).softmax(-1)[0]
+
+
+def test_vit_vs_cnn_explains_one_class_in_both_models_chosen_by_the_user():
+    """Issue 15, point 5: on test image 17 (a coat) both models' maps and curves explain its true class by default,
+    then the class picked; each model's probability of it is shown; a photo starts at the ViT's top class."""
+    x, y = load_tensors("test", 18)
+    truth = int(y[17])
+    probs = {s: _probabilities(s, x[17]) for s in ("demo:vit-fashion", "demo:cnn-fashion")}
+    at = open_page("compare")
+    at.radio(key="cmp_kind").set_value("Fashion-MNIST test image").run()
+    at = ok(at.number_input(key="cmp_fashion").set_value(17).run())
+    for chosen in (truth, (truth + 3) % 10):
+        if chosen != truth:
+            at = ok(widget(at, "selectbox", "Explain class (both models)").set_value(chosen).run())
+        assert widget(at, "selectbox", "Explain class (both models)").value == chosen
+        assert set(at.dataframe[-1].value["class"]) == {chosen}  # every map of both models, and its curves
+        shown = [float(m.value) for m in at.metric]
+        assert [m.label for m in at.metric] == [f"Probability of {FASHION_CLASSES[chosen]}"] * 2
+        assert shown == pytest.approx([float(probs[s][chosen]) for s in probs], abs=1e-3)
+    at.radio(key="cmp_kind").set_value("Sample photo").run()
+    top = int(_probabilities("demo:vit-fashion", sample_image(at.selectbox(key="cmp_photo").value)).argmax())
+    assert widget(at, "selectbox", "Explain class (both models)").value == top
+    assert set(at.dataframe[-1].value["class"]) == {top}

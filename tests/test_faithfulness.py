@@ -63,3 +63,30 @@ def test_coarse_map_is_upsampled_and_batches_do_not_change_the_curve():
     b = perturbation_curve(model, x, sal, 0, steps=12, batch_size=64)
     np.testing.assert_allclose(a["scores"], b["scores"])
     assert a["scores"].shape == (13,)
+
+
+def test_curves_figure_gives_each_method_one_colour_in_both_panels_and_every_curve_a_legend_entry():
+    """Issue 15's wrong chart: the insertion panel's curves took Plotly's default colours while the legend listed
+    only the deletion traces. Each method's four curves (deletion and insertion, MoRF and LeRF) must carry one colour
+    set on the trace, the methods' colours must differ, and every curve must match a legend entry in colour and dash
+    that names its method and order."""
+    from vitlens.analysis.figures import faithfulness_curves_figure
+
+    rng = np.random.default_rng(0)
+    methods = ["ViT rollout", "ViT gradient rollout", "ViT IG", "CNN Grad-CAM", "CNN IG", "ViT random"]
+    fractions = {mode: np.linspace(0, 1, 9) for mode in ("deletion", "insertion")}
+    curves = {m: {mode: {o: rng.random(9) for o in ("morf", "lerf")} for mode in fractions} for m in methods}
+    fig = faithfulness_curves_figure(fractions, curves, "title")
+    assert len(fig.data) == len(methods) * 2 * 2
+    colour = {}
+    for t in fig.data:
+        assert t.line.color is not None, t.name  # set on the trace, not left to the renderer's cycle
+        colour.setdefault(t.legendgroup, set()).add(t.line.color)
+    assert set(colour) == set(methods) and all(len(c) == 1 for c in colour.values())
+    assert len({c.pop() for c in colour.values()}) == len(methods)  # methods told apart
+    entries = {(t.legendgroup, t.line.color, t.line.dash): t.name for t in fig.data if t.showlegend is not False}
+    for t in fig.data:
+        name = entries[(t.legendgroup, t.line.color, t.line.dash)]
+        assert name.startswith(t.legendgroup) and ("MoRF" in name) == (t.line.dash == "solid"), name
+    panels = {m: {t.xaxis for t in fig.data if t.legendgroup == m} for m in methods}
+    assert all(p == {"x", "x2"} for p in panels.values())  # deletion and insertion panels both draw each method

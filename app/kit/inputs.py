@@ -23,12 +23,14 @@ DISPLAY_SIDE = 336  # pixels: small inputs (28 px) are magnified by whole factor
 
 @dataclass(frozen=True)
 class InputImage:
-    """An RGB image, a digest naming it in caches, and whether it is a Fashion-MNIST test image."""
+    """An RGB image, a digest naming it in caches, whether it is a Fashion-MNIST test image and, if so, its true
+    class."""
 
     image: Image.Image
     digest: str
     label: str
     fashion: bool
+    true_class: int | None = None
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -75,7 +77,7 @@ def image_input(key: str) -> InputImage | None:
     i = int(st.number_input("Test image index (0-99)", 0, len(images) - 1, 0, key=f"{key}_fashion"))
     pixels = (images[i, 0] * 255).round().byte().numpy()
     return InputImage(Image.fromarray(pixels).convert("RGB"), f"fashion:{i}",
-                      f"Fashion-MNIST test #{i} ({FASHION_CLASSES[labels[i]]})", True)
+                      f"Fashion-MNIST test #{i} ({FASHION_CLASSES[labels[i]]})", True, int(labels[i]))
 
 
 def domain_note(model: nn.Module, inp: InputImage) -> None:

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from vitlens.analysis.figures import jsonable
+from vitlens.analysis.figures import fit_width, jsonable
 
 
 def literal(text: object) -> str:
@@ -75,11 +75,13 @@ def downloads(fig: go.Figure, name: str, numbers: Mapping[str, Any] | pd.DataFra
 
 
 def show(fig: go.Figure, name: str, numbers: Mapping[str, Any] | pd.DataFrame, key: str,
-         on_select: Callable | str = "ignore", stretch: bool = False, **kwargs: Any) -> Any:
-    """A figure (its layout size kept, or the column's width with ``stretch``; PNG from the toolbar too) followed by
-    its download buttons."""
+         on_select: Callable | str = "ignore", width: int | None = None, **kwargs: Any) -> Any:
+    """A figure at the size vitlens draws it (PNG from the toolbar too), or redrawn ``width`` px wide (a column of
+    two: ``HALF_WIDTH``) with its title wrapped again, followed by its download buttons."""
+    if width:  # Streamlit would narrow a wider figure to the column without wrapping its title, which it then cuts
+        fit_width(fig, width)
     # theme=None: the figure as vitlens.analysis.figures draws it (and as its PNG export looks)
-    event = st.plotly_chart(fig, width="stretch" if stretch else "content", key=key, on_select=on_select, theme=None,
+    event = st.plotly_chart(fig, width="content", key=key, on_select=on_select, theme=None,
                             config={"toImageButtonOptions": {"filename": name, "scale": 2}}, **kwargs)
     downloads(fig, name, numbers, key)
     return event

@@ -2,7 +2,6 @@
 patch attends to in each layer; for one model, or two one under the other with the same image and settings."""
 import numpy as np
 import pandas as pd
-import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 import torch
@@ -10,7 +9,7 @@ import torch
 from kit import inputs, models, show
 from vitlens import token_layout
 from vitlens.analysis import attention_rollout, cls_map, gradient_rollout, head_maps, patch_maps
-from vitlens.analysis.figures import heads_figure, rollout_figure
+from vitlens.analysis.figures import heads_figure, maps_figure, rollout_figure
 from vitlens.data import class_names
 
 st.title("Attention")
@@ -37,28 +36,28 @@ def rollout_section(source: str, model, x: torch.Tensor, out: dict, about: str, 
     """Top-5 and rollout; returns the clicked patch (row-major index on the grid)."""
     layout, depth = token_layout(model, x.shape[-2:]), len(model.blocks)
     grid, shown_image = layout.grid, inputs.view(source, inp)
-    left, right = st.columns([1, 2])
+    left, right = st.columns(2)
     left.subheader("Top-5")
     left.dataframe(show.top_k(out["logits"], class_names(model)).style.format({"probability": "{:.3f}"}),
                    hide_index=True)
-    with right:
-        st.subheader("Attention rollout")
-        start = st.slider("Start layer", 1, depth, 1, key=f"start_layer:{source}")  # keyed: range is per model
-        rollout = cls_map(attention_rollout(out["attentions"], head_fusion=fusion, discard_ratio=discard,
-                                            start_layer=start - 1, num_prefix_tokens=layout.num_prefix_tokens), layout)
-        fig = rollout_figure([shown_image], {"rollout": rollout}, f"Attention rollout: {about}")
-        # clickable patch centres over the heatmap (Plotly selection events need points, not heatmap cells)
-        rows, cols = np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), indexing="ij")
-        fig.add_trace(go.Scatter(x=cols.ravel(), y=rows.ravel(), mode="markers",
-                                 marker=dict(size=max(4, 200 // grid[1]), opacity=0.01, color="white"),
-                                 hovertemplate="patch (%{y}, %{x})<extra>click</extra>", showlegend=False),
-                      row=1, col=3)
-        fig.update_xaxes(range=[-0.5, grid[1] - 0.5], row=1, col=3)  # the markers must not widen the heatmap's axes
-        fig.update_yaxes(range=[grid[0] - 0.5, -0.5], row=1, col=3)
-        event = show.show(fig, "rollout", pd.DataFrame(rollout[0].numpy()), f"rollout_fig{key}", on_select="rerun",
-                          selection_mode="points")
-        st.caption("Left to right: what the model sees, rollout as the paper draws it (map / max as an alpha mask), "
-                   "and as a heatmap. Click a patch on the heatmap to see what it attends to below.")
+    right.subheader("Attention rollout")
+    start = right.slider("Start layer", 1, depth, 1, key=f"start_layer:{source}")  # keyed: range is per model
+    # the figure under both columns, in the main column's width: its panels readable at 1400 x 1000
+    rollout = cls_map(attention_rollout(out["attentions"], head_fusion=fusion, discard_ratio=discard,
+                                        start_layer=start - 1, num_prefix_tokens=layout.num_prefix_tokens), layout)
+    fig = rollout_figure([shown_image], {"rollout": rollout}, f"Attention rollout: {about}")
+    # clickable patch centres over the heatmap (Plotly selection events need points, not heatmap cells)
+    rows, cols = np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), indexing="ij")
+    fig.add_trace(go.Scatter(x=cols.ravel(), y=rows.ravel(), mode="markers",
+                             marker=dict(size=max(4, 200 // grid[1]), opacity=0.01, color="white"),
+                             hovertemplate="patch (%{y}, %{x})<extra>click</extra>", showlegend=False),
+                  row=1, col=3)
+    fig.update_xaxes(range=[-0.5, grid[1] - 0.5], row=1, col=3)  # the markers must not widen the heatmap's axes
+    fig.update_yaxes(range=[grid[0] - 0.5, -0.5], row=1, col=3)
+    event = show.show(fig, "rollout", pd.DataFrame(rollout[0].numpy()), f"rollout_fig{key}", on_select="rerun",
+                      selection_mode="points")
+    st.caption("Left to right: what the model sees, rollout as the paper draws it (map / max as an alpha mask), "
+               "and as a heatmap. Click a patch on the heatmap to see what it attends to below.")
     points = event.selection.points if event and event.selection else []
     if points:
         st.session_state[f"patch{key}"] = int(points[0]["point_index"])
@@ -85,12 +84,8 @@ def heads_section(source: str, model, x: torch.Tensor, out: dict, about: str, ke
     r, c = divmod(patch, layout.grid[1])
     st.subheader(f"What patch ({r}, {c}) attends to, per layer ({fusion} over heads)")
     rows_q = patch_maps(out["attentions"], patch, layout, head_fusion=fusion)[0]
-    fig = px.imshow(rows_q.numpy(), facet_col=0, facet_col_wrap=min(depth, 6), color_continuous_scale="Viridis",
-                    facet_row_spacing=0.06, facet_col_spacing=0.01, title=f"Attention from patch ({r}, {c}): {about}")
-    fig.for_each_annotation(lambda a: a.update(text=f"layer {int(a.text.split('=')[1]) + 1}"))
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False)
-    fig.update_layout(width=140 * min(depth, 6) + 120, height=150 * -(-depth // 6) + 120)
+    fig = maps_figure(shown_image, rows_q, [f"layer {l}" for l in range(1, depth + 1)],
+                      f"Attention from patch ({r}, {c}): {about}", shared=True, scale_title="attention")
     show.show(fig, f"patch_{r}_{c}", {"patch": [r, c], "fusion": fusion, "per_layer": rows_q}, f"patch_fig{key}")
 
 

@@ -71,7 +71,7 @@ if SWEEP.exists():
     show.show(sweep_figure(sweep["summary"], title, budget_images=sweep["steps"] * sweep["batch_size"]),
                 "bias_sweep", sweep, "bias_fig_sweep")
     at = crossover(sweep["summary"])
-    st.caption(f"Made by `python analyses/bias_sweep.py` (the README says what it shows). "
+    st.caption("Made by `python analyses/bias_sweep.py` (the README says what it shows). "
                + (f"Here the ViT reaches the CNN from {at:,.0f} training images on." if at else
                   "Here the ViT stays below the CNN at every size: the paper's crossover needed ImageNet-21k-sized "
                   "data (14M images), far beyond Fashion-MNIST's 60,000."))

@@ -10,7 +10,7 @@ from kit import inputs, models, show
 from vitlens.analysis import auc_table, deletion_insertion, saliency_maps
 from vitlens.analysis.figures import faithfulness_curves_figure, rollout_figure
 from vitlens.analysis.saliency import RANDOM, SET
-from vitlens.data import class_names
+from vitlens.data import class_names, knows_only_fashion_mnist
 
 st.title("ViT vs CNN")
 NEEDS_VIT = ("needs the ViT in the sidebar; the CNN to compare goes in the box below")
@@ -26,40 +26,52 @@ steps = st.select_slider("Deletion / insertion steps", [8, 16, 32], 16, key="cmp
 xv, xc = inputs.model_input(vit_source, inp), inputs.model_input(cnn_source, inp)
 logits_v = models.vit_forward(vit_source, inp.digest, xv)["logits"]
 logits_c = models.cnn_forward(cnn_source, inp.digest, xc)
+names = class_names(vit)
+if class_names(cnn) != names:
+    st.error(f"{show.literal(vit_source)} and {show.literal(cnn_source)} do not have the same classes, so they "
+             f"cannot explain the same one: pick a CNN trained on the ViT's data.")
+    st.stop()
+# common ground: one class for both models, by default the image's true class where the models know it
+known = inp.true_class if inp.true_class is not None and knows_only_fashion_mnist(vit) else None
+target = st.selectbox("Explain class (both models)", range(len(names)), format_func=lambda i: f"{i}: {names[i]}",
+                      index=int(logits_v.argmax()) if known is None else known,
+                      key=f"cmp_class:{vit_source}:{cnn_source}:{inp.digest}",  # a new model or image, a new default
+                      help="Every map and curve explains this class in both models. Default: the true class of a "
+                           "Fashion-MNIST test image, else the ViT's top class.")
 left, right = st.columns(2)
-for col, name, logits, model in ((left, vit_source, logits_v, vit), (right, cnn_source, logits_c, cnn)):
+for col, name, logits in ((left, vit_source, logits_v), (right, cnn_source, logits_c)):
     col.subheader(show.literal(name))
-    col.dataframe(show.top_k(logits, class_names(model)).style.format({"probability": "{:.3f}"}), hide_index=True)
+    col.metric(f"Probability of {names[target]}", f"{float(logits.softmax(-1)[0, target]):.3f}")
+    col.dataframe(show.top_k(logits, names).style.format({"probability": "{:.3f}"}), hide_index=True)
 
 
 @st.cache_resource(show_spinner="Computing the maps (gradients through both models)...", max_entries=16)
-def maps_for(vit_source: str, cnn_source: str, digest: str, _xv: torch.Tensor, _xc: torch.Tensor) -> dict:
-    """Each method's map for its own model's predicted class, and a random map for each model."""
-    targets = dict(vit_target=int(models.vit_forward(vit_source, digest, _xv)["logits"].argmax()),
-                   cnn_target=int(models.cnn_forward(cnn_source, digest, _xc).argmax()))
+def maps_for(vit_source: str, cnn_source: str, digest: str, target: int, _xv: torch.Tensor,
+             _xc: torch.Tensor) -> dict:
+    """Each method's map for ``target`` in its model, and a random map for each model."""
     with models.hook_lock(cnn_source):  # Grad-CAM hooks the shared CNN
         return saliency_maps(models.load(vit_source), _xv, models.load(cnn_source), _xc, methods={**SET, **RANDOM},
-                             **targets)
+                             vit_target=target, cnn_target=target)
 
 
 @st.cache_resource(show_spinner="Deleting and inserting pixels...", max_entries=16)
-def curves_for(vit_source: str, cnn_source: str, digest: str, steps: int, _maps: dict, _xv: torch.Tensor,
+def curves_for(vit_source: str, cnn_source: str, digest: str, target: int, steps: int, _maps: dict, _xv: torch.Tensor,
                _xc: torch.Tensor) -> dict:
     return deletion_insertion(_maps, {"vit": (models.load(vit_source), _xv), "cnn": (models.load(cnn_source), _xc)},
                               steps=steps)
 
 
-every = maps_for(vit_source, cnn_source, inp.digest, xv, xc)
+every = maps_for(vit_source, cnn_source, inp.digest, target, xv, xc)
 maps = {name: every[name] for name in SET}
 shown = inputs.view(vit_source, inp)
-st.subheader("Maps (each for its model's top class)")
-about = show.title_text(f"ViT {vit_source} vs CNN {cnn_source} on {inp.label}")  # for figure titles
+st.subheader(f"Maps of class {names[target]} in both models")
+about = show.title_text(f"ViT {vit_source} vs CNN {cnn_source} on {inp.label}, class {names[target]}")
 fig = rollout_figure([shown], {name: s.map[None].clamp(min=0) for name, s in maps.items()}, about)
 show.show(fig, "vit_vs_cnn_maps", {name: s.map for name, s in maps.items()}, "maps_fig")
 st.caption("Alpha masks (positive part of each map / its max). Rollout, gradient rollout and Grad-CAM are coarse "
            "(patch grid or last stage); Integrated Gradients is per pixel, summed over channels.")
 
-curves = curves_for(vit_source, cnn_source, inp.digest, steps, every, xv, xc)
+curves = curves_for(vit_source, cnn_source, inp.digest, target, steps, every, xv, xc)
 by_order = {name: {mode: {"morf": c["scores"], "lerf": c["lerf_scores"]} for mode, c in by_mode.items()}
             for name, by_mode in curves.items()}
 fractions = {mode: c["fractions"] for mode, c in next(iter(curves.values())).items()}

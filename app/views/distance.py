@@ -4,15 +4,15 @@ import hashlib
 import zipfile
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 import torch
 
 from kit import inputs, models, show
 from vitlens import token_layout
 from vitlens.analysis import attention_distance, distance_finding, patch_distances
-from vitlens.analysis.figures import distance_figure
+from vitlens.analysis.figures import HALF_WIDTH, distance_figure
 from vitlens.bias import erf_probe
+from vitlens.bias.figures import erf_figure
 from vitlens.images import prepare, read_zip
 
 st.title("Attention distance")
@@ -71,7 +71,7 @@ def distance_section(source: str, model, d: dict, top: float, key: str) -> None:
                           uniform, top=top)
     table = pd.DataFrame(d["mean"].numpy(), columns=[f"head {h + 1}" for h in range(d["mean"].shape[1])])
     show.show(fig, "attention_distance", table.assign(layer=range(1, d["mean"].shape[0] + 1)), f"dist_fig{key}",
-              stretch=len(shown) > 1)
+              width=HALF_WIDTH)
     st.caption(f"Each dot is one head; {layout.patch_size[0]} px patches on a {layout.grid[0]} x {layout.grid[1]} "
                f"grid. The dashed line is uniform attention: every query looking at every patch alike.")
     show.finding(distance_finding(d["mean"], uniform)["text"])
@@ -90,11 +90,8 @@ with right:
     cnn = models.try_load(cnn_source)
     if cnn is not None:
         r = erf_radii(cnn_source, spec, batches)
-        fig2 = go.Figure([go.Scatter(x=r["layers"], y=r["radius"][q], mode="lines+markers",
-                                     name=f"radius holding {float(q):.0%} of the ERF") for q in r["radius"]])
-        fig2.update_layout(title=show.title_text(f"CNN effective receptive field (Luo et al. 2016): {cnn_source}, "
-                                                 f"{r['count']} images"),
-                           xaxis_title="stage", yaxis_title="radius (input pixels)", width=620, height=520)
-        show.show(fig2, "cnn_erf", r, "erf_fig")
+        fig2 = erf_figure({"CNN": r}, show.title_text(f"CNN effective receptive field (Luo et al. 2016): "
+                                                      f"{cnn_source}, {r['count']} images"))
+        show.show(fig2, "cnn_erf", r, "erf_fig", width=HALF_WIDTH if len(shown) == 1 else None)
         st.caption("The CNN's field grows stage by stage from a few pixels (locality is built in); the ViT can look "
                    "across the whole image from layer 1.")

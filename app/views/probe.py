@@ -4,7 +4,7 @@ import streamlit as st
 
 from kit import inputs, models, show
 from vitlens.analysis import linear_probe, probe_finding
-from vitlens.analysis.figures import probe_figure
+from vitlens.analysis.figures import HALF_WIDTH, probe_figure
 from vitlens.data.fashion_mnist import CLASSES
 
 st.title("Linear probe")
@@ -38,7 +38,6 @@ if st.button("Run the probes", key="probe_run", type="primary") or st.session_st
             fig = probe_figure(r["layers"], r["logistic"], r["fewshot"],
                                show.title_text(f"{kind} {source}: {n_train} train / {n_test} test Fashion-MNIST "
                                                f"images"))
-            fig.update_layout(width=620)
             rows = [{"layer": n, "logistic": r["logistic"][n],
                      **{f"{k}-shot": r["fewshot"][n][k]["mean"] for k in (r["fewshot"] or {}).get(n, {})}}
                     for n in r["layers"]]
@@ -47,7 +46,7 @@ if st.button("Run the probes", key="probe_run", type="primary") or st.session_st
                 st.info(f"{', '.join(f'{k}-shot' for k in out['shots'])} left out: the first {n_train} training "
                         f"images hold only {out['count']} of class {out['scarcest_class']} "
                         f"({CLASSES[out['scarcest_class']]}), so no draw of {out['shots'][0]} per class exists.")
-            show.show(fig, f"probe_{kind.lower()}", table, f"probe_fig_{kind}")
+            show.show(fig, f"probe_{kind.lower()}", table, f"probe_fig_{kind}", width=HALF_WIDTH)
             st.dataframe(table.style.format(precision=3, subset=table.columns[1:]), hide_index=True)
             show.finding(probe_finding(r["layers"], r["logistic"], r["fewshot"])["text"])
 else:

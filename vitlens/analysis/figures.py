@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import re
+import textwrap
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -22,7 +23,15 @@ from plotly.subplots import make_subplots
 from ..io import atomic_write
 
 log = logging.getLogger("vitlens")
-TOP_MARGIN = 170  # room for a title of up to four lines (what, model, data, caveat)
+SCREEN_WIDTH = 940  # px: the app's main column in a 1400 x 1000 window (wide layout, sidebar open)
+HALF_WIDTH = 460  # px: one of two columns there
+MAP_PANEL = 250  # px: an image or map panel, readable (200 at least) and three to a row in SCREEN_WIDTH
+PER_ROW = 3  # map panels to a row
+PANEL_GAP, ROW_GAP = 10, 34  # px between panels, and between rows (the next row's panel titles)
+COLORBAR = 110  # px right of the panels: a colour bar, its ticks and its title
+TITLE_TOP, TITLE_LINE, TITLE_GAP = 12, 22, 8  # px: above the title, per line of its 17 px font, under it
+SUBPLOT_TITLE, TICKS_ON_TOP = 20, 14  # px: a row of panel titles, of tick labels above a plot
+TITLE_CHAR, SUP_CHAR, TITLE_SIDE = 9.0, 6.5, 20  # px: mean width of a title's character, of a <sup> one; side margin
 
 
 def _image_trace(pixels: np.ndarray, name: str = "") -> go.Image:
@@ -61,19 +70,99 @@ def alpha_mask(image: torch.Tensor, heat: torch.Tensor, blur_sigma: float = 1.0)
     return (_rgb(image) * m[..., None]).round().astype(np.uint8)
 
 
-def _layout(fig: go.Figure, title: str, width: int, height: int, **kw: Any) -> go.Figure:
-    """Title (model and data) above a plot area of width x height pixels."""
-    total = height + TOP_MARGIN
-    fig.update_layout(title=dict(text=title, y=1 - 28 / total, yanchor="top"), width=width, height=total,
-                      margin=dict(t=TOP_MARGIN), **kw)
-    return fig
+def wrap_title(title: str, width: int) -> str:
+    """``title`` with each of its lines (``<br>`` apart) broken at spaces to fit a figure ``width`` px wide: Plotly
+    never wraps a title, and one wider than its figure is cut at both edges. A ``<sup>`` line stays one on each of
+    its pieces."""
+    lines = []
+    for line in title.split("<br>"):
+        sup = re.fullmatch(r"<sup>(.*)</sup>", line)
+        text = sup.group(1) if sup else line
+        # tags and entities count as text: a line is broken a little early, never too late
+        pieces = textwrap.wrap(text, int((width - 2 * TITLE_SIDE) / (SUP_CHAR if sup else TITLE_CHAR)),
+                               break_long_words=False, break_on_hyphens=False) or [text]
+        lines += [f"<sup>{p}</sup>" if sup else p for p in pieces]
+    return "<br>".join(lines)
 
 
-def _keep_aspect(fig: go.Figure, row: int, col: int, cols: int) -> None:
-    """Pixels square in a heatmap subplot, as in the images beside it."""
-    n = (row - 1) * cols + col
-    fig.update_yaxes(scaleanchor="x" if n == 1 else f"x{n}", constrain="domain", row=row, col=col)
-    fig.update_xaxes(constrain="domain", row=row, col=col)
+def finish(fig: go.Figure, title: str, width: int, height: int, header: int | None = None, **kw: Any) -> go.Figure:
+    """The layout every vitlens figure shares: ``title`` (model and data) wrapped to the figure's width, above a
+    plot area of width x ``height`` pixels, with a top margin of just the title's lines (and the subplot titles'
+    row): the same layout on screen and in the exported PNG.
+
+    Args:
+        fig: the figure, its traces and axes set.
+        title: what, which model, which data; ``<br>`` starts a line, ``<sup>...</sup>`` a smaller one.
+        width: the whole figure's width in pixels (:data:`SCREEN_WIDTH` at most to be shown whole in the app).
+        height: the plot area's height in pixels (subplots and the spacing between them).
+        header: pixels of labels between the title and the plot area (default: a row when there are panel titles).
+        **kw: more layout (axis titles, margins other than the top, legend...).
+    """
+    title = wrap_title(title, width)
+    if header is None:  # make_subplots' and facets' panel titles are annotations anchored at their panel's top
+        header = SUBPLOT_TITLE * any(a.yanchor == "bottom" and a.yref == "paper" and a.text
+                                     for a in fig.layout.annotations)
+    lines = title.count("<br>") + 1
+    top = TITLE_TOP + TITLE_LINE * lines + header + TITLE_GAP
+    # Plotly raises a title of several lines by half a line whatever yanchor says (measured in chromium)
+    fig.update_layout(title=dict(text=title, y=1 - (TITLE_TOP + TITLE_LINE / 2 * (lines > 1)) / (height + top),
+                                 yanchor="top"), width=width, height=height + top, **kw)
+    return fig.update_layout(margin=dict(t=top))
+
+
+def fit_width(fig: go.Figure, width: int) -> go.Figure:
+    """A figure made by :func:`finish` redrawn ``width`` px wide (e.g. :data:`HALF_WIDTH`, a column of two), its
+    title wrapped again to fit and its legend under the plot (beside it, it would leave the plot a sliver)."""
+    fig.update_layout(legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
+                      margin_r=20)  # a colour bar still pushes the margin out
+    top = fig.layout.margin.t
+    return finish(fig, fig.layout.title.text, width, fig.layout.height - top,
+                  header=top - TITLE_TOP - TITLE_LINE * (fig.layout.title.text.count("<br>") + 1) - TITLE_GAP)
+
+
+def panels(blocks: Sequence[Sequence[str]], per_row: int = PER_ROW, panel: int = MAP_PANEL
+            ) -> tuple[go.Figure, list[list[tuple[int, int]]], tuple[int, int]]:
+    """Subplots for blocks of map panels (one block per image), ``per_row`` to a row, each block on rows of its own:
+    every panel ``panel`` px square with its title above it, cells left over hidden, pixels square and each map at
+    the top left of its cell (so no empty band opens under the titles).
+
+    Args:
+        blocks: each block's panel titles ("" for none).
+
+    Returns:
+        the figure, each panel's (row, col) per block, and the plot area's (width, height) in pixels.
+    """
+    cols = min(per_row, max(map(len, blocks)))
+    spans = [math.ceil(len(b) / cols) for b in blocks]
+    rows = sum(spans)
+    size = (cols * panel + (cols - 1) * PANEL_GAP, rows * panel + (rows - 1) * ROW_GAP)
+    cells, titles, first = [], [""] * rows * cols, 1
+    for b, span in zip(blocks, spans):
+        cells.append([(first + i // cols, i % cols + 1) for i in range(len(b))])
+        for i, name in enumerate(b):
+            titles[(first - 1) * cols + i] = name
+        first += span
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=PANEL_GAP / size[0],
+                        vertical_spacing=ROW_GAP / size[1] if rows > 1 else 0)
+    used = {cell for b in cells for cell in b}
+    for r in range(1, rows + 1):
+        for c in range(1, cols + 1):
+            n = (r - 1) * cols + c
+            fig.update_xaxes(constrain="domain", constraintoward="left", visible=(r, c) in used, row=r, col=c)
+            fig.update_yaxes(scaleanchor="x" if n == 1 else f"x{n}", constrain="domain", constraintoward="top",
+                             visible=(r, c) in used, autorange="reversed", row=r, col=c)
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_annotations(font_size=13)
+    return fig, cells, size
+
+
+def panels_layout(fig: go.Figure, title: str, size: tuple[int, int], left: int = 10, colorbar: bool = True
+                   ) -> go.Figure:
+    """:func:`finish` for :func:`panels`: margins of just the row labels (``left``) and the colour bar."""
+    right = COLORBAR if colorbar else 10
+    return finish(fig, title, left + size[0] + right, size[1], plot_bgcolor="white",
+                  margin=dict(l=left, r=right, b=10))
 
 
 def rollout_figure(images: Sequence[torch.Tensor], maps: Mapping[str, torch.Tensor], title: str,
@@ -88,42 +177,44 @@ def rollout_figure(images: Sequence[torch.Tensor], maps: Mapping[str, torch.Tens
     """
     names = list(maps)
     cols = ["input"] + names + [f"{names[0]}, heatmap"]
-    fig = make_subplots(rows=len(images), cols=len(cols), horizontal_spacing=0.01, vertical_spacing=0.03,
-                        subplot_titles=[c if r == 0 else "" for r in range(len(images)) for c in cols])
-    for r, image in enumerate(images, start=1):
-        fig.add_trace(_image_trace(_rgb(image), "input"), row=r, col=1)
-        for c, name in enumerate(names, start=2):
-            fig.add_trace(_image_trace(alpha_mask(image, maps[name][r - 1]), name), row=r, col=c)
-        heat = maps[names[0]][r - 1]
-        fig.add_trace(go.Heatmap(z=(heat / heat.max()).numpy(), colorscale="Inferno",
-                                 showscale=r == 1, zmin=0, zmax=1, colorbar=dict(title="map / max")),
-                      row=r, col=len(cols))
-        _keep_aspect(fig, r, len(cols), len(cols))
+    fig, cells, size = panels([cols] + [[""] * len(cols)] * (len(images) - 1))  # titles on the first image's
+    for i, (image, at) in enumerate(zip(images, cells)):
+        fig.add_trace(_image_trace(_rgb(image), "input"), *at[0])
+        for name, (r, c) in zip(names, at[1:]):
+            fig.add_trace(_image_trace(alpha_mask(image, maps[name][i]), name), r, c)
+        heat = maps[names[0]][i]
+        fig.add_trace(go.Heatmap(z=(heat / heat.max()).numpy(), colorscale="Inferno", showscale=i == 0, zmin=0, zmax=1,
+                                 colorbar=dict(title=dict(text="map / max", side="right"))), *at[-1])
         if row_labels:
-            fig.update_yaxes(title_text=row_labels[r - 1], row=r, col=1)
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False, autorange="reversed")
-    fig.update_annotations(font_size=13)
-    return _layout(fig, title, width=250 * len(cols) + 150, height=240 * len(images))
+            fig.update_yaxes(title_text=row_labels[i], visible=True, row=at[0][0], col=1)
+    return panels_layout(fig, title, size, left=40 if row_labels else 10)
 
 
-def heads_figure(image: torch.Tensor, maps: torch.Tensor, title: str, wrap: int = 6) -> go.Figure:
-    """The input and each head's class-token map (H x gh x gw) of one layer, DINO-style."""
-    n = maps.shape[0] + 1
-    cols, rows = min(wrap, n), math.ceil(n / wrap)
-    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.01, vertical_spacing=0.06,
-                        subplot_titles=["input"] + [f"head {h + 1}" for h in range(maps.shape[0])])
-    fig.add_trace(_image_trace(_rgb(image), "input"), row=1, col=1)
-    for h in range(maps.shape[0]):
-        m = maps[h] / maps[h].max() if maps[h].max() > 0 else maps[h]
-        fig.add_trace(go.Heatmap(z=m.numpy(), colorscale="Viridis", zmin=0, zmax=1,
-                                 showscale=h == 0, colorbar=dict(title="attention / max")),
-                      row=(h + 1) // cols + 1, col=(h + 1) % cols + 1)
-        _keep_aspect(fig, (h + 1) // cols + 1, (h + 1) % cols + 1, cols)
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False, autorange="reversed")
-    fig.update_annotations(font_size=12)
-    return _layout(fig, title, width=max(230 * cols + 110, 760), height=220 * rows)
+def maps_figure(image: torch.Tensor, maps: torch.Tensor, labels: Sequence[str], title: str, shared: bool = False,
+                scale_title: str = "attention / max") -> go.Figure:
+    """The input, then one map per panel (N x gh x gw), three to a row.
+
+    Args:
+        image: C x H x W in [0, 1], as shown.
+        maps: N x gh x gw non-negative maps, e.g. a layer's heads or what one patch attends to in each layer.
+        labels: each map's panel title.
+        title: which model, which image.
+        shared: one colour scale from 0 to the largest value of all maps; False scales each map to its own maximum.
+        scale_title: the colour bar's title.
+    """
+    fig, (at,), size = panels([["input", *labels]])
+    fig.add_trace(_image_trace(_rgb(image), "input"), *at[0])
+    top = float(maps.max()) if shared else 1.0
+    for k, (m, (r, c)) in enumerate(zip(maps, at[1:])):
+        z = m if shared or m.max() <= 0 else m / m.max()
+        fig.add_trace(go.Heatmap(z=z.numpy(), colorscale="Viridis", zmin=0, zmax=top, showscale=k == 0,
+                                 name=labels[k], colorbar=dict(title=dict(text=scale_title, side="right"))), r, c)
+    return panels_layout(fig, title, size)
+
+
+def heads_figure(image: torch.Tensor, maps: torch.Tensor, title: str) -> go.Figure:
+    """The input and each head's class-token map (H x gh x gw) of one layer, each over its maximum, DINO-style."""
+    return maps_figure(image, maps, [f"head {h + 1}" for h in range(maps.shape[0])], title)
 
 
 def distance_figure(mean: torch.Tensor, title: str, std: torch.Tensor | None = None,
@@ -150,8 +241,8 @@ def distance_figure(mean: torch.Tensor, title: str, std: torch.Tensor | None = N
     top = top or 1.1 * max(uniform or 0.0, float((mean + (std if std is not None else 0)).max()))
     fig.update_yaxes(range=[0, top])
     fig.update_xaxes(dtick=1)
-    return _layout(fig, title, 760, 480, xaxis_title="Network depth (layer)",
-                   yaxis_title="Mean attention distance (pixels)", legend=dict(font=dict(size=9)))
+    return finish(fig, title, 760, 480, xaxis_title="Network depth (layer)",
+                  yaxis_title="Mean attention distance (pixels)", legend=dict(font=dict(size=9)))
 
 
 def posembed_figure(similarity: torch.Tensor, title: str) -> go.Figure:
@@ -168,24 +259,19 @@ def posembed_figure(similarity: torch.Tensor, title: str) -> go.Figure:
     fig.update_yaxes(title="Input patch row", tickvals=[r * (gh + 1) + (gh - 1) / 2 for r in range(gh)],
                      ticktext=[str(r + 1) for r in range(gh)], autorange="reversed", showgrid=False, zeroline=False,
                      scaleanchor="x")
-    return _layout(fig, title, 760, 640, plot_bgcolor="white")
+    return finish(fig, title, 760, 640, plot_bgcolor="white")
 
 
-def filters_figure(components: torch.Tensor, explained: torch.Tensor, title: str, wrap: int = 7) -> go.Figure:
+def filters_figure(components: torch.Tensor, explained: torch.Tensor, title: str, wrap: int = 4) -> go.Figure:
     """Paper Fig. 7 left: principal components of the patch-embedding filters (k x C x P x P), each scaled to
     its own min..max, grayscale for 1-channel models."""
     lo = components.flatten(1).min(1).values.view(-1, 1, 1, 1)
     hi = components.flatten(1).max(1).values.view(-1, 1, 1, 1)
-    imgs = np.stack([_rgb(c) for c in (components - lo) / (hi - lo).clamp(min=1e-12)])
-    fig = px.imshow(imgs, facet_col=0, facet_col_wrap=wrap, facet_row_spacing=0.04, facet_col_spacing=0.01)
-    for ann in fig.layout.annotations:
-        i = int(ann.text.split("=")[1])
-        ann.text = f"PC{i + 1} ({100 * explained[i]:.1f}%)"
-        ann.font.size = 9
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False)
-    rows = math.ceil(len(imgs) / wrap)
-    return _layout(fig, title, max(110 * wrap + 80, 760), 125 * rows)
+    fig, (at,), size = panels([[f"PC{i + 1} ({100 * explained[i]:.1f}%)" for i in range(len(components))]],
+                               per_row=wrap, panel=210)
+    for c, (r, col) in zip((components - lo) / (hi - lo).clamp(min=1e-12), at):
+        fig.add_trace(_image_trace(_rgb(c)), r, col)
+    return panels_layout(fig, title, size, colorbar=False)
 
 
 def cka_figure(cka: torch.Tensor, layers_a: Sequence[str], layers_b: Sequence[str], title: str, name_a: str = "A",
@@ -193,7 +279,7 @@ def cka_figure(cka: torch.Tensor, layers_a: Sequence[str], layers_b: Sequence[st
     """Layer-by-layer minibatch CKA as a heatmap (Raghu et al. 2021 style), layer 1 at the bottom left."""
     fig = go.Figure(go.Heatmap(z=cka.numpy(), x=list(layers_b), y=list(layers_a), zmin=0, zmax=1,
                                colorscale="Magma", colorbar=dict(title="CKA")))
-    return _layout(fig, title, 760, 600, xaxis_title=f"{name_b} layer", yaxis_title=f"{name_a} layer")
+    return finish(fig, title, 760, 600, xaxis_title=f"{name_b} layer", yaxis_title=f"{name_a} layer")
 
 
 def probe_figure(layers: Sequence[str], logistic: Mapping[str, float] | None,
@@ -207,8 +293,9 @@ def probe_figure(layers: Sequence[str], logistic: Mapping[str, float] | None,
         for k in next(iter(fewshot.values())):
             fig.add_trace(go.Scatter(x=list(layers), y=[fewshot[n][k]["mean"] for n in layers], mode="lines+markers",
                                      name=f"{k}-shot ridge", error_y=dict(array=[fewshot[n][k]["std"] for n in layers])))
-    return _layout(fig, title, 860, 480, xaxis_title="layer (pooled representation)", yaxis_title="test accuracy",
-                   yaxis_range=[0, 1])
+    # upright layer names: level ones overlap in a column of two
+    return finish(fig, title, 860, 480, xaxis_title="layer (pooled representation)", xaxis_tickangle=-90,
+                  yaxis_title="test accuracy", yaxis_range=[0, 1])
 
 
 def _interval(v: Mapping[str, float]) -> str:
@@ -236,7 +323,7 @@ def faithfulness_table_figure(rows: Sequence[Mapping[str, Any]], metrics: Mappin
     fig = go.Figure(go.Table(columnwidth=[1.4, 0.8] + [1.6] * (len(header) - 2),
                              header=dict(values=header, align="left", font_size=12),
                              cells=dict(values=columns, align="left", font_size=11, height=26)))
-    return _layout(fig, title, 1300, 90 + 30 * len(rows))
+    return finish(fig, title, 1300, 90 + 30 * len(rows))
 
 
 def faithfulness_curves_figure(fractions: Mapping[str, np.ndarray],
@@ -266,7 +353,7 @@ def faithfulness_curves_figure(fractions: Mapping[str, np.ndarray],
                     showlegend=col == 1), row=1, col=col)
     fig.update_xaxes(title_text=f"fraction of {unit} switched", range=[0, 1])
     fig.update_yaxes(title_text=score)
-    return _layout(fig, title, 1200, 460)
+    return finish(fig, title, SCREEN_WIDTH, 460)
 
 
 def explanation_maps_figure(images: Sequence[torch.Tensor], maps: Mapping[str, torch.Tensor], title: str,
@@ -281,24 +368,18 @@ def explanation_maps_figure(images: Sequence[torch.Tensor], maps: Mapping[str, t
         row_labels: a label per image (e.g. its class; ``<br>`` breaks a line).
     """
     names = list(maps)
-    cols = len(names) + 1
-    fig = make_subplots(rows=len(images), cols=cols, horizontal_spacing=0.01, vertical_spacing=0.02,
-                        subplot_titles=[c if r == 0 else "" for r in range(len(images)) for c in ["input"] + names])
-    for r, image in enumerate(images, start=1):
-        fig.add_trace(_image_trace(_rgb(image), "input"), row=r, col=1)
-        for c, name in enumerate(names, start=2):
-            m = maps[name][r - 1].detach().double().cpu()
+    fig, cells, size = panels([["input", *names]] + [[""] * (len(names) + 1)] * (len(images) - 1))
+    for i, (image, at) in enumerate(zip(images, cells)):
+        fig.add_trace(_image_trace(_rgb(image), "input"), *at[0])
+        for name, (r, c) in zip(names, at[1:]):
+            m = maps[name][i].detach().double().cpu()
             signed = bool(m.min() < 0)
             z = (m / m.abs().max().clamp(min=1e-12)).numpy().astype(np.float32)  # half the HTML of float64
             fig.add_trace(go.Heatmap(z=z, zmin=-1 if signed else 0, zmax=1, showscale=False, name=name,
-                                     colorscale="RdBu_r" if signed else "Inferno"), row=r, col=c)
-            _keep_aspect(fig, r, c, cols)
+                                     colorscale="RdBu_r" if signed else "Inferno"), r, c)
         if row_labels:
-            fig.update_yaxes(title_text=row_labels[r - 1], title_font_size=11, row=r, col=1)
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False, autorange="reversed")
-    fig.update_annotations(font_size=12)
-    return _layout(fig, title, 150 * cols + 120, 150 * len(images))
+            fig.update_yaxes(title_text=row_labels[i], title_font_size=11, visible=True, row=at[0][0], col=1)
+    return panels_layout(fig, title, size, left=50 if row_labels else 10, colorbar=False)
 
 
 def norms_figure(norms: torch.Tensor, layers: Sequence[int], found: Mapping[str, Any], title: str) -> go.Figure:
@@ -332,26 +413,25 @@ def norms_figure(norms: torch.Tensor, layers: Sequence[int], found: Mapping[str,
                              mode="lines+markers"), row=1, col=2)
     fig.update_xaxes(type="log", title_text="token norm", row=1, col=1)
     fig.update_yaxes(rangemode="tozero", row=1, col=2)
-    return _layout(fig, title, 1100, 80 + 28 * len(names) + 200, legend=dict(orientation="h", y=-0.15))
+    return finish(fig, title, SCREEN_WIDTH, 80 + 28 * len(names) + 200, legend=dict(orientation="h", y=-0.15))
 
 
-def positions_figure(positions: torch.Tensor, layers: Sequence[int], title: str, wrap: int = 6) -> go.Figure:
+def positions_figure(positions: torch.Tensor, layers: Sequence[int], title: str) -> go.Figure:
     """How often each patch holds a high-norm token, one grid per layer that has any (layers x gh x gw)."""
     keep = [i for i in range(len(layers)) if positions[i].max() > 0] or list(range(len(layers)))
-    fig = px.imshow(positions[keep].numpy(), facet_col=0, facet_col_wrap=min(wrap, len(keep)), zmin=0, zmax=1,
-                    color_continuous_scale="Magma", facet_row_spacing=0.08, facet_col_spacing=0.02)
-    for ann in fig.layout.annotations:
-        ann.text = f"layer {layers[keep[int(ann.text.split('=')[1])]] + 1}"
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False)
-    rows = math.ceil(len(keep) / wrap)
-    return _layout(fig, title, max(180 * min(wrap, len(keep)) + 120, 560), 200 * rows,
-                   coloraxis_colorbar=dict(title="share of images"))
+    fig, (cells,), size = panels([[f"layer {layers[i] + 1}" for i in keep]])
+    for i, at in zip(keep, cells):
+        fig.add_trace(go.Heatmap(z=positions[i].numpy(), coloraxis="coloraxis",
+                                 hovertemplate="patch (%{y}, %{x}): %{z:.0%}<extra></extra>"), *at)
+    fig.update_layout(coloraxis=dict(colorscale="Magma", cmin=0, cmax=1,
+                                     colorbar=dict(title=dict(text="share of images", side="right"))))
+    return panels_layout(fig, title, size)
 
 
 def norm_maps_figure(image: torch.Tensor, norms: torch.Tensor, outliers: torch.Tensor, layers: Sequence[int],
-                     title: str, wrap: int = 4) -> go.Figure:
-    """One image's patch-token norms per layer, laid over the image on one log colour scale, outliers marked.
+                     title: str) -> go.Figure:
+    """One image's patch-token norms per layer, laid over the image on one log colour scale, outliers marked with a
+    red x.
 
     Args:
         image: C x H x W in [0, 1], as shown.
@@ -362,29 +442,24 @@ def norm_maps_figure(image: torch.Tensor, norms: torch.Tensor, outliers: torch.T
     """
     (gh, gw), (h, w) = norms.shape[-2:], image.shape[-2:]
     logs = norms.double().clamp_min(1e-12).log10()
-    cols, rows = min(wrap, len(layers)), math.ceil(len(layers) / wrap)
-    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.02, vertical_spacing=0.3 / rows,
-                        subplot_titles=[f"layer {l + 1}" for l in layers])
+    fig, (cells,), size = panels([[f"layer {l + 1}" for l in layers]])
     rgb = _rgb(image)
-    for i in range(len(layers)):
-        r, c = divmod(i, cols)
-        fig.add_trace(_image_trace(rgb, "input"), row=r + 1, col=c + 1)
+    for i, at in enumerate(cells):
+        fig.add_trace(_image_trace(rgb, "input"), *at)
         # patch (i, j) covers pixels [i h/gh, (i+1) h/gh): the heatmap's cells are centred on those blocks
         fig.add_trace(go.Heatmap(z=logs[i].numpy(), x0=(w / gw - 1) / 2, dx=w / gw, y0=(h / gh - 1) / 2, dy=h / gh,
-                                 coloraxis="coloraxis", opacity=0.6, hovertemplate="patch (%{y:.0f}, %{x:.0f})"
-                                 "<br>log10 norm %{z:.2f}<extra></extra>"), row=r + 1, col=c + 1)
+                                 coloraxis="coloraxis", opacity=0.6, hovertemplate="log10 norm %{z:.2f}"
+                                 "<extra></extra>"), *at)
         ys, xs = torch.nonzero(outliers[i], as_tuple=True)
         fig.add_trace(go.Scatter(x=((xs + 0.5) * w / gw - 0.5).tolist(), y=((ys + 0.5) * h / gh - 0.5).tolist(),
-                                 mode="markers", name="high-norm token", legendgroup="outlier", showlegend=False,
+                                 mode="markers", name="high-norm token", showlegend=False,
                                  marker=dict(symbol="x-thin-open", size=max(6, 160 // gw), color="red",
-                                             line_width=2)), row=r + 1, col=c + 1)
-    if outliers.any():
-        next(t for t in fig.data if t.name == "high-norm token" and len(t.x)).showlegend = True
-    fig.update_xaxes(showticklabels=False, range=[-0.5, w - 0.5])
-    fig.update_yaxes(showticklabels=False, range=[h - 0.5, -0.5])
-    return _layout(fig, title, 250 * cols + 150, 250 * rows, coloraxis=dict(
-        colorscale="Viridis", cmin=float(logs.min()), cmax=float(logs.max()), colorbar=dict(title="log10 norm")),
-        legend=dict(orientation="h", y=-0.02, yanchor="top"))
+                                             line_width=2)), *at)
+    fig.update_xaxes(range=[-0.5, w - 0.5])
+    fig.update_yaxes(range=[h - 0.5, -0.5])
+    fig.update_layout(coloraxis=dict(colorscale="Viridis", cmin=float(logs.min()), cmax=float(logs.max()),
+                                     colorbar=dict(title=dict(text="log10 norm", side="right"))))
+    return panels_layout(fig, title, size)
 
 
 def norm_profile_figure(norms: torch.Tensor, prefix: Sequence[str], layers: Sequence[int], title: str) -> go.Figure:
@@ -406,7 +481,7 @@ def norm_profile_figure(norms: torch.Tensor, prefix: Sequence[str], layers: Sequ
                      for name, v in lines.items()])
     fig.update_xaxes(title_text="layer", dtick=1)
     fig.update_yaxes(title_text="token norm", type="log")
-    return _layout(fig, title, 700, 380)
+    return finish(fig, title, 700, 380)
 
 
 GRID_SIZE = (900, 1000)  # pixels (height, width) the layer x head grid's thumbnails share: a 1400 x 1000 screen
@@ -464,12 +539,8 @@ def attention_grid_figure(image: torch.Tensor, maps: torch.Tensor, title: str, s
                      zeroline=False, range=[-0.5, mosaic.shape[1] - 0.5], ticklabelstandoff=2, constrain="domain")
     fig.update_yaxes(tickvals=ys, ticktext=[f"layer {l}" for l in range(1, L + 1)], showgrid=False, zeroline=False,
                      range=[mosaic.shape[0] - 0.5, -0.5], scaleanchor="x", ticklabelstandoff=4, constrain="domain")
-    lines = [re.sub("<[^>]*>", "", line) for line in title.split("<br>")]
-    top = 34 + 22 * len(lines)  # the title's lines, then the head labels: no empty band
-    total = mosaic.shape[0] + 6 + top + 10
-    width = max(mosaic.shape[1] + 170, 9 * max(map(len, lines)) + 60)  # a long title widens it, never clipped
-    return fig.update_layout(title=dict(text=title, y=1 - 14 / total, yanchor="top"), width=width, height=total,
-                             margin=dict(l=70, r=100, b=10, t=top), plot_bgcolor="white")
+    return finish(fig, title, mosaic.shape[1] + 170, mosaic.shape[0] + 6, header=TICKS_ON_TOP,
+                  margin=dict(l=70, r=100, b=10), plot_bgcolor="white")
 
 
 def jsonable(obj: Any) -> Any:

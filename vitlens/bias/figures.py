@@ -10,17 +10,16 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from ..analysis.figures import SCREEN_WIDTH, finish, panels, panels_layout
+
 COLORS = qualitative.D3
 ARCH_NAMES = {"vit": "ViT", "cnn": "CNN"}
-TOP_MARGIN = 110  # room for a two-line title (what; which models and data) above the subplot titles
 
 
 def _finish(fig: go.Figure, title: str, width: int, height: int, **kw: Any) -> go.Figure:
-    """Title (what, then models and data) above a plot area of width x height pixels."""
-    total = height + TOP_MARGIN
-    fig.update_layout(title=dict(text=title, y=1 - 16 / total, yanchor="top"), width=width, height=total,
-                      margin=dict(t=TOP_MARGIN), template="plotly_white", **kw)
-    return fig
+    """vitlens' layout (:func:`vitlens.analysis.figures.finish`) on a white template, as the probes' lines read
+    best."""
+    return finish(fig, title, width, height, template="plotly_white", **kw)
 
 
 def translation_figure(results: Mapping[str, Mapping[str, Any]], title: str) -> go.Figure:
@@ -44,7 +43,7 @@ def translation_figure(results: Mapping[str, Mapping[str, Any]], title: str) -> 
     fig.update_xaxes(title_text="diagonal circular shift (pixels)")
     fig.update_yaxes(range=[0, 1.02], row=1, col=1)
     fig.update_yaxes(rangemode="tozero", row=1, col=2)
-    return _finish(fig, title, 1100, 430)
+    return _finish(fig, title, SCREEN_WIDTH, 430)
 
 
 def occlusion_figure(results: Mapping[str, Mapping[str, Any]], title: str) -> go.Figure:
@@ -67,7 +66,7 @@ def occlusion_figure(results: Mapping[str, Mapping[str, Any]], title: str) -> go
     fig.update_xaxes(title_text="patches dropped (%)", row=1, col=1)
     fig.update_xaxes(title_text="shuffle grid (pieces per side)", type="category", row=1, col=2)
     fig.update_yaxes(title_text="accuracy", range=[0, 1.02])
-    return _finish(fig, title, 1100, 430)
+    return _finish(fig, title, SCREEN_WIDTH, 430)
 
 
 def erf_figure(results: Mapping[str, Mapping[str, Any]], title: str,
@@ -96,32 +95,28 @@ def erf_figure(results: Mapping[str, Mapping[str, Any]], title: str,
                    yaxis_title="pixels", yaxis_rangemode="tozero", legend=dict(font=dict(size=10)))
 
 
-def erf_maps_figure(results: Mapping[str, Mapping[str, Any]], title: str, columns: int = 4) -> go.Figure:
-    """ERF heat maps (each normalised to its maximum) of evenly spaced layers, one row per model.
+def erf_maps_figure(results: Mapping[str, Mapping[str, Any]], title: str, columns: int = 3) -> go.Figure:
+    """ERF heat maps (each normalised to its maximum) of evenly spaced layers, a row of panels per model.
 
     Args:
         results: model label -> :func:`vitlens.bias.erf_probe` output (with its ``erf`` maps).
         title: which models and data.
         columns: layers shown per model (the first, the last and evenly spaced ones between).
     """
-    rows = list(results.items())
-    picked, titles = [], []
-    for label, r in rows:
+    blocks, picked = [], []
+    for label, r in results.items():
         n = len(r["layers"])
         layers = [r["layers"][i] for i in sorted({round(j * (n - 1) / max(1, columns - 1)) for j in range(columns)})]
         picked.append(layers)
-        titles += [f"{label} {layer}" for layer in layers] + [""] * (columns - len(layers))
-    fig = make_subplots(rows=len(rows), cols=columns, horizontal_spacing=0.02, vertical_spacing=0.08,
-                        subplot_titles=titles)
-    for i, ((_, r), layers) in enumerate(zip(rows, picked)):
-        for j, layer in enumerate(layers):
+        blocks.append([f"{label} {layer}" for layer in layers])
+    fig, cells, size = panels(blocks)
+    for i, (r, layers, at) in enumerate(zip(results.values(), picked, cells)):
+        for j, (layer, (row, col)) in enumerate(zip(layers, at)):
             erf = np.asarray(r["erf"][layer], dtype=float)
             fig.add_trace(go.Heatmap(z=erf / max(erf.max(), 1e-30), colorscale="Viridis", zmin=0, zmax=1,
-                                     showscale=i == 0 and j == 0), row=i + 1, col=j + 1)
-            fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i * columns + j + 1}", showticklabels=False,
-                             row=i + 1, col=j + 1)
-            fig.update_xaxes(showticklabels=False, constrain="domain", row=i + 1, col=j + 1)
-    return _finish(fig, title, 220 * columns, 230 * len(rows))
+                                     showscale=i == 0 and j == 0, colorbar=dict(title=dict(text="ERF / max",
+                                                                                           side="right"))), row, col)
+    return panels_layout(fig, title, size)
 
 
 def sweep_figure(summary: Mapping[str, Mapping[str, Sequence[float]]], title: str,
@@ -145,5 +140,5 @@ def sweep_figure(summary: Mapping[str, Mapping[str, Sequence[float]]], title: st
         fig.add_trace(go.Scatter(x=s["size"], y=s["mean"], error_y=dict(array=s["std"], width=4), mode="lines+markers",
                                  name=f"{ARCH_NAMES.get(arch, arch)} (mean ± std over {seeds} seeds)",
                                  line=dict(color=COLORS[k % len(COLORS)])))
-    return _finish(fig, title, 800, 450, xaxis=dict(type="log", title="training images (log scale)"),
+    return _finish(fig, title, 800, 450, xaxis=dict(type="log", title="training images (log scale)", dtick="D2"),
                    yaxis_title="test accuracy")
