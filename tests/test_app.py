@@ -141,7 +141,7 @@ def test_attention_page_every_control():
     # a click on a patch of the heatmap arrives as a selection event; the per-layer figure follows it
     at.session_state["patch"] = 0
     ok(at.run())
-    assert any(s.value.startswith("What patch (0, 0) attends to") for s in at.subheader)
+    assert any(s.value.startswith("What patch (row 1, column 1) attends to") for s in at.subheader)
 
 
 BAD = {

@@ -68,6 +68,7 @@ def test_attention_page_defaults_match_a_hand_rollout_the_heads_and_the_centre_p
     maps = [plotly_array(t["z"]) for t in heads["data"] if t["type"] == "heatmap"]
     np.testing.assert_allclose(np.stack(maps), last / last.max(axis=(1, 2), keepdims=True), atol=1e-5)
     centre = 1 + (GRID[0] // 2) * GRID[1] + GRID[1] // 2  # the default patch, after the class token
+    assert "patch (row 4, column 4)" in patch["layout"]["title"]["text"]  # numbered from 1, as layers and heads
     per_layer = [plotly_array(t["z"]) for t in patch["data"] if t["type"] == "heatmap"]
     want = np.stack([a[0, :, centre, 1:].mean(axis=0).reshape(GRID) for a in attn])
     np.testing.assert_allclose(np.stack(per_layer), want, atol=1e-5)

@@ -50,7 +50,9 @@ def rollout_section(source: str, model, x: torch.Tensor, out: dict, about: str, 
     rows, cols = np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), indexing="ij")
     fig.add_trace(go.Scatter(x=cols.ravel(), y=rows.ravel(), mode="markers",
                              marker=dict(size=max(4, 200 // grid[1]), opacity=0.01, color="white"),
-                             hovertemplate="patch (%{y}, %{x})<extra>click</extra>", showlegend=False),
+                             customdata=np.stack([rows.ravel() + 1, cols.ravel() + 1], axis=1),  # numbered from 1
+                             hovertemplate="patch (row %{customdata[0]}, column %{customdata[1]})<extra>click</extra>",
+                             showlegend=False),
                   row=1, col=3)
     fig.update_xaxes(range=[-0.5, grid[1] - 0.5], row=1, col=3)  # the markers must not widen the heatmap's axes
     fig.update_yaxes(range=[grid[0] - 0.5, -0.5], row=1, col=3)
@@ -81,12 +83,13 @@ def heads_section(source: str, model, x: torch.Tensor, out: dict, about: str, ke
     maps = head_maps(out["attentions"], layout, layer=layer - 1)[0]
     show.show(heads_figure(shown_image, maps, f"Layer {layer}, each head's class-token attention: {about}"),
               f"heads_layer{layer}", {"layer": layer, "maps": maps}, f"heads_fig{key}")
-    r, c = divmod(patch, layout.grid[1])
-    st.subheader(f"What patch ({r}, {c}) attends to, per layer ({fusion} over heads)")
+    r, c = (i + 1 for i in divmod(patch, layout.grid[1]))  # rows and columns numbered from 1, as layers and heads
+    st.subheader(f"What patch (row {r}, column {c}) attends to, per layer ({fusion} over heads)")
     rows_q = patch_maps(out["attentions"], patch, layout, head_fusion=fusion)[0]
     fig = maps_figure(shown_image, rows_q, [f"layer {l}" for l in range(1, depth + 1)],
-                      f"Attention from patch ({r}, {c}): {about}", shared=True, scale_title="attention")
-    show.show(fig, f"patch_{r}_{c}", {"patch": [r, c], "fusion": fusion, "per_layer": rows_q}, f"patch_fig{key}")
+                      f"Attention from patch (row {r}, column {c}): {about}", shared=True, scale_title="attention")
+    show.show(fig, f"patch_{r}_{c}", {"patch": [r, c], "numbering": "rows, columns and layers from 1",
+                                          "fusion": fusion, "per_layer": rows_q}, f"patch_fig{key}")
 
 
 for key, (source, model) in zip(("", "2"), shown):

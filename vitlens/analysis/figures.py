@@ -420,9 +420,10 @@ def positions_figure(positions: torch.Tensor, layers: Sequence[int], title: str)
     """How often each patch holds a high-norm token, one grid per layer that has any (layers x gh x gw)."""
     keep = [i for i in range(len(layers)) if positions[i].max() > 0] or list(range(len(layers)))
     fig, (cells,), size = panels([[f"layer {layers[i] + 1}" for i in keep]])
-    for i, at in zip(keep, cells):
-        fig.add_trace(go.Heatmap(z=positions[i].numpy(), coloraxis="coloraxis",
-                                 hovertemplate="patch (%{y}, %{x}): %{z:.0%}<extra></extra>"), *at)
+    for i, at in zip(keep, cells):  # rows and columns numbered from 1, as layers are
+        fig.add_trace(go.Heatmap(z=positions[i].numpy(), x=np.arange(1, positions.shape[2] + 1),
+                                 y=np.arange(1, positions.shape[1] + 1), coloraxis="coloraxis",
+                                 hovertemplate="patch (row %{y}, column %{x}): %{z:.0%}<extra></extra>"), *at)
     fig.update_layout(coloraxis=dict(colorscale="Magma", cmin=0, cmax=1,
                                      colorbar=dict(title=dict(text="share of images", side="right"))))
     return panels_layout(fig, title, size)
