@@ -226,17 +226,39 @@ def test_resume_is_bitwise_identical(tmp_path, stop_at):
     assert len(evals(straight)) == 2 and evals(straight) == evals(split)
 
 
-def test_gradient_accumulation_and_cpu_bf16(tmp_path):
+def test_gradient_accumulation_and_cpu_bf16(tmp_path, monkeypatch):
     """Two micro-batches of 16 give the weights of one batch of 32 (no randomness: no augmentation, no dropout);
-    train.amp=true runs bf16 autocast on CPU: close to float32's weights, but not equal to them."""
+    train.amp=true runs bf16 autocast on CPU: its 3-step update of the weights is float32's within 30 % of that
+    update's size (measured: 16 %; no update at all is 100 % off), not equal to it, points the same way in every
+    tensor (cosine > 0.5; measured >= 0.81), and its loss falls. Gradients of the wrong sign flip the head's update
+    (cosine -1) while the body's, which follows the head, keeps its direction: the per-tensor and loss checks
+    catch that."""
+    initial = {}
+    real_build = loop.build_model
+
+    def build_and_keep(*args, **kw):
+        model = real_build(*args, **kw)
+        initial.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return model
+
+    monkeypatch.setattr(loop, "build_model", build_and_keep)
     plain = ("train.steps=3", "augment.label_smoothing=0", *NO_RANDOMNESS)
     one = weights(train(tiny(*plain), tmp_path / "one"))
     two = weights(train(tiny(*plain, "train.accum_steps=2"), tmp_path / "two"))
-    bf16 = weights(train(tiny(*plain, "train.amp=true"), tmp_path / "bf16"))
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-6, msg=k)
-        torch.testing.assert_close(bf16[k], one[k], rtol=0.05, atol=5e-3, msg=k)
-    assert any(not torch.allclose(bf16[k], one[k], rtol=1e-4, atol=1e-6) for k in one)
+    bf16_run = train(tiny(*plain, "train.amp=true"), tmp_path / "bf16")
+    bf16 = weights(bf16_run)
+    update = torch.cat([(one[k] - initial[k]).flatten() for k in one])
+    bf16_update = torch.cat([(bf16[k] - initial[k]).flatten() for k in one])
+    assert update.norm() > 0.1  # Adam moved the weights: the comparison below has something to measure
+    assert 1e-3 < (bf16_update - update).norm() / update.norm() < 0.3
+    for k in one:
+        cos = torch.nn.functional.cosine_similarity((bf16[k] - initial[k]).flatten(), (one[k] - initial[k]).flatten(),
+                                                    dim=0)
+        assert cos > 0.5, k
+    losses = [r["loss"] for r in records(bf16_run) if "loss" in r]
+    assert len(losses) == 3 and losses[-1] < losses[0]
 
 
 def test_ddp_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
