@@ -6,11 +6,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import perturb_
+from conftest import perturb_, timm_vit
 from PIL import Image
 from safetensors.torch import load_file
 from timm.layers import resample_abs_pos_embed
-from timm.models.vision_transformer import VisionTransformer as TimmViT
 
 import vitlens
 import vitlens.images
@@ -43,18 +42,12 @@ def run(*argv):
 
 
 def timm_attentions(weights, x):
-    """Post-softmax attention of every block of timm's ViT loaded with the saved weights (timm's explicit path,
-    recorded where it enters attn_drop): L arrays of B x H x N x N."""
-    model = TimmViT(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=32, depth=2, num_heads=2,
-                    mlp_ratio=1.0).eval()
-    model.load_state_dict(load_file(str(weights)))
-    maps = []
-    for block in model.blocks:
-        block.attn.fused_attn = False
-        block.attn.attn_drop.register_forward_hook(lambda m, inp, out: maps.append(inp[0].double().numpy()))
+    """Every block's attention in timm's ViT with the saved weights: L arrays of B x H x N x N."""
+    model, maps = timm_vit(weights, img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=32, depth=2,
+                           num_heads=2, mlp_ratio=1.0)
     with torch.no_grad():
         model(x)
-    return maps
+    return [m.numpy() for m in maps]
 
 
 def test_rollout_cli_writes_html_png_json_and_matches_an_independent_rollout(saved, tmp_path):

@@ -6,9 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import perturb_
-from safetensors.torch import load_file
-from timm.models.vision_transformer import VisionTransformer as TimmViT
+from conftest import perturb_, timm_vit
 
 import vitlens
 from vitlens.data import read_idx
@@ -41,17 +39,12 @@ def test_bias_probes_command_writes_figures_and_numbers(tmp_path):
 def check_vit_numbers_against_timm(numbers, weights):
     """Clean accuracy (no patch dropped, one shuffle piece) and the mean attention distance over the 2 ERF images,
     per layer averaged over heads: timm's ViT with the same weights on the raw IDX pixels, and a math.hypot loop."""
-    timm_vit = TimmViT(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=16, depth=2, num_heads=2,
-                       mlp_ratio=2.0).eval()
-    timm_vit.load_state_dict(load_file(str(weights)))
-    maps = []
-    for block in timm_vit.blocks:
-        block.attn.fused_attn = False
-        block.attn.attn_drop.register_forward_hook(lambda m, inp, out: maps.append(inp[0].double()))
+    model, maps = timm_vit(weights, img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=16, depth=2,
+                           num_heads=2, mlp_ratio=2.0)
     x = (torch.from_numpy(np.array(read_idx(locate("test")[0])[:8])).float()[:, None] / 255 - 0.5) / 0.5
     labels = torch.from_numpy(read_idx(locate("test")[1])[:8].astype(np.int64))
     with torch.no_grad():
-        clean = (timm_vit(x).argmax(-1) == labels).double().mean().item()
+        clean = (model(x).argmax(-1) == labels).double().mean().item()
     occlusion = numbers["occlusion"]["vit"]
     assert occlusion["drop"]["accuracy"][occlusion["drop"]["fraction"].index(0.0)] == clean
     assert occlusion["shuffle"]["accuracy"][occlusion["shuffle"]["grid"].index(1)] == clean
