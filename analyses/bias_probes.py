@@ -16,21 +16,18 @@ each model's clean prediction instead of labels.
 """
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
+
+from _common import parser
 
 from vitlens.cli import main
 
-OUT = Path(__file__).resolve().parent / "results" / "bias"
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", action="append", help="load_model sources (default: the two demo models)")
-    parser.add_argument("--data", default="fashion_mnist:test:500")
-    args, extra = parser.parse_known_args()  # anything else goes to `vitlens analyze bias probes`
+    options = parser(__doc__)
+    options.add_argument("--model", action="append", help="load_model sources (default: the two demo models)")
+    options.add_argument("--data", default="fashion_mnist:test:500")
+    args, extra = options.parse_known_args()  # anything else goes to `vitlens analyze bias probes`
     models = args.model or ["demo:vit-fashion", "demo:cnn-fashion"]
     sys.exit(main(["analyze", "bias", "probes", *[a for m in models for a in ("--model", m)], "--data", args.data,
-                   "--out", str(OUT), "--plotlyjs", "cdn", "--translation-images", "128", "--erf-images", "32",
-                   *extra]))
+                   "--out", str(args.out / "bias"), "--plotlyjs", "cdn", "--translation-images", "128",
+                   "--erf-images", "32", *(["--no-png"] if args.no_png else []), *extra]))

@@ -19,34 +19,40 @@ import argparse
 import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
+
+from _common import parser
 
 from vitlens.analysis.figures import write_outputs
 from vitlens.bias.figures import sweep_figure
 from vitlens.bias.sweep import summarise
 from vitlens.train.sweep import run_sweep
 
-OUT = Path(__file__).resolve().parent / "results" / "bias"
-SIZES = (1000, 3000, 10000, 30000, 60000)
-SEEDS = (0, 1)
-STEPS, BATCH, EVAL_IMAGES = 1000, 64, 5000
 
-
-def one_seed(seed: int) -> list[dict]:
-    return run_sweep(OUT / f"sweep-seed{seed}.json", sizes=SIZES, seeds=(seed,), steps=STEPS, batch_size=BATCH,
-                     threads=1, eval_subset=EVAL_IMAGES, runs_dir=Path("runs/bias-sweep"))["records"]
+def one_seed(seed: int, args: argparse.Namespace) -> list[dict]:
+    return run_sweep(args.out / "bias" / f"sweep-seed{seed}.json", sizes=args.sizes, seeds=(seed,), steps=args.steps,
+                     batch_size=args.batch_size, threads=1, eval_subset=args.eval_images,
+                     runs_dir=args.runs_dir)["records"]
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--redraw", action="store_true", help="redraw the figure from sweep.json; train nothing")
-    args = parser.parse_args()
+    options = parser(__doc__)
+    options.add_argument("--redraw", action="store_true", help="redraw the figure from sweep.json; train nothing")
+    options.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 10000, 30000, 60000])
+    options.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="one process per seed")
+    options.add_argument("--steps", type=int, default=1000, help="optimizer steps of every run (the budget)")
+    options.add_argument("--batch-size", type=int, default=64)
+    options.add_argument("--eval-images", type=int, default=5000, help="test images scored")
+    options.add_argument("--runs-dir", type=Path, default=Path("runs/bias-sweep"))
+    args = options.parse_args()
+    OUT, STEPS, BATCH, EVAL_IMAGES = args.out / "bias", args.steps, args.batch_size, args.eval_images
     if args.redraw:
         result = json.loads((OUT / "sweep.json").read_text())
     else:
-        with ProcessPoolExecutor(len(SEEDS), mp_context=multiprocessing.get_context("spawn")) as pool:
-            records = [r for seed_records in pool.map(one_seed, SEEDS) for r in seed_records]
-        first = json.loads((OUT / f"sweep-seed{SEEDS[0]}.json").read_text())
+        with ProcessPoolExecutor(len(args.seeds), mp_context=multiprocessing.get_context("spawn")) as pool:
+            records = [r for seed_records in pool.map(partial(one_seed, args=args), args.seeds) for r in seed_records]
+        first = json.loads((OUT / f"sweep-seed{args.seeds[0]}.json").read_text())
         result = {**first, "records": records, "summary": summarise(records)}
     vit, cnn = result["models"]["vit"], result["models"]["cnn"]
     params = {r["arch"]: r["params"] for r in result["records"]}
@@ -56,4 +62,4 @@ if __name__ == "__main__":
              f"({params['cnn'] / 1e3:.0f}k)</sup><br><sup>both {STEPS} steps x batch {BATCH}; first N training images; "
              f"{EVAL_IMAGES} test images</sup>")
     write_outputs(OUT, {"sweep": sweep_figure(result["summary"], title, budget_images=STEPS * BATCH)}, result,
-                  plotlyjs="cdn")
+                  png=not args.no_png, plotlyjs="cdn")

@@ -10,18 +10,17 @@ Any other models or data, e.g. the paper's checkpoint on ImageNet val (online):
 """
 from __future__ import annotations
 
-import argparse
-
-from _common import RESULTS, analyze, slug
+from _common import analyzer, parser, slug
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", nargs="+", default=["demo:vit-fashion", "demo:cnn-fashion"])
-    parser.add_argument("--data", default="fashion_mnist:test:1000")
-    args, extra = parser.parse_known_args()  # anything else goes to `vitlens analyze explain`
+    options = parser(__doc__)
+    options.add_argument("--model", nargs="+", default=["demo:vit-fashion", "demo:cnn-fashion"])
+    options.add_argument("--data", default="fashion_mnist:test:1000")
+    args, extra = options.parse_known_args()  # anything else goes to `vitlens analyze explain`
+    analyze = analyzer(args)
     for model in args.model:
-        analyze("explain", model, RESULTS / "explain" / slug(model), "--data", args.data, "--methods", "all",
+        analyze("explain", model, args.out / "explain" / slug(model), "--data", args.data, "--methods", "all",
                 "--target", "label", *extra)
 
 

@@ -9,26 +9,26 @@ Online, with the paper's checkpoint and a BiT ResNet (an ImageFolder at DIR/{tra
 """
 from __future__ import annotations
 
-import argparse
-
-from _common import RESULTS, analyze, slug
+from _common import analyzer, parser, slug
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vit", default="demo:vit-fashion")
-    parser.add_argument("--cnn", default="demo:cnn-fashion")
-    parser.add_argument("--data", default="fashion_mnist")
-    parser.add_argument("--data-dir", help="where the dataset's files are")
-    parser.add_argument("--train-limit", default="10000")
-    parser.add_argument("--test-limit", default="2000")
-    args = parser.parse_args()
+    options = parser(__doc__)
+    options.add_argument("--vit", default="demo:vit-fashion")
+    options.add_argument("--cnn", default="demo:cnn-fashion")
+    options.add_argument("--data", default="fashion_mnist")
+    options.add_argument("--data-dir", help="where the dataset's files are")
+    options.add_argument("--train-limit", default="10000")
+    options.add_argument("--test-limit", default="2000")
+    options.add_argument("--cka-limit", default="1024", help="test images for the CKA")
+    args = options.parse_args()
+    analyze = analyzer(args)
     data_dir = ["--data-dir", args.data_dir] if args.data_dir else []
     for model in (args.vit, args.cnn):
-        analyze("probe", model, RESULTS / "fewshot" / slug(model), "--data", args.data, "--train-limit",
+        analyze("probe", model, args.out / "fewshot" / slug(model), "--data", args.data, "--train-limit",
                 args.train_limit, "--test-limit", args.test_limit, *data_dir)
-    analyze("cka", args.vit, RESULTS / "cka" / f"{slug(args.vit)}_vs_{slug(args.cnn)}", "--against", args.cnn,
-            "--data", f"{args.data}:test", "--limit", "1024", *data_dir)
+    analyze("cka", args.vit, args.out / "cka" / f"{slug(args.vit)}_vs_{slug(args.cnn)}", "--against", args.cnn,
+            "--data", f"{args.data}:test", "--limit", args.cka_limit, *data_dir)
 
 
 if __name__ == "__main__":

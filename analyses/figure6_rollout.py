@@ -10,18 +10,17 @@ The paper's checkpoint (online, downloads ~350 MB):
 """
 from __future__ import annotations
 
-import argparse
-
-from _common import RESULTS, analyze, slug
+from _common import analyzer, parser, slug
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", nargs="+", default=["demo:vit-fashion", "demo:vit-fashion-ft"])
-    parser.add_argument("--no-fashion", action="store_true", help="photos only (models trained on natural images)")
-    args = parser.parse_args()
+    options = parser(__doc__)
+    options.add_argument("--model", nargs="+", default=["demo:vit-fashion", "demo:vit-fashion-ft"])
+    options.add_argument("--no-fashion", action="store_true", help="photos only (models trained on natural images)")
+    args = options.parse_args()
+    analyze = analyzer(args)
     for model in args.model:
-        out = RESULTS / "figure6" / slug(model)
+        out = args.out / "figure6" / slug(model)
         analyze("rollout", model, out / "photos")
         analyze("heads", model, out / "photos", "--image", "astronaut")
         if not args.no_fashion:

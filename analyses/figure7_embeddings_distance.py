@@ -8,22 +8,21 @@ The paper's checkpoints (online; distance over 128 images of your own folder, DI
 """
 from __future__ import annotations
 
-import argparse
-
-from _common import RESULTS, analyze, slug
+from _common import analyzer, parser, slug
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", nargs="+", default=["demo:vit-fashion", "demo:vit-fashion-ft"])
-    parser.add_argument("--data", default="fashion_mnist:test:128", help="dataset SPEC for attention distance")
-    parser.add_argument("--data-dir", help="where the dataset's files are")
-    parser.add_argument("--resize", default="40", help="also show position similarity interpolated to this size "
-                        "(40: the resolution demo:vit-fashion-ft was fine-tuned at)")
-    args = parser.parse_args()
+    options = parser(__doc__)
+    options.add_argument("--model", nargs="+", default=["demo:vit-fashion", "demo:vit-fashion-ft"])
+    options.add_argument("--data", default="fashion_mnist:test:128", help="dataset SPEC for attention distance")
+    options.add_argument("--data-dir", help="where the dataset's files are")
+    options.add_argument("--resize", default="40", help="also show position similarity interpolated to this size "
+                         "(40: the resolution demo:vit-fashion-ft was fine-tuned at)")
+    args = options.parse_args()
+    analyze = analyzer(args)
     data = ["--data", args.data] + (["--data-dir", args.data_dir] if args.data_dir else [])
     for model in args.model:
-        out = RESULTS / "figure7" / slug(model)
+        out = args.out / "figure7" / slug(model)
         analyze("filters", model, out)
         analyze("posembed", model, out, "--img-size", args.resize)
         analyze("distance", model, out, *data, "--limit", "128")

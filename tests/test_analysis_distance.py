@@ -90,3 +90,42 @@ def test_streaming_equals_one_batch_and_any_batch_size():
         torch.testing.assert_close(got["std"], per_image.std(0, unbiased=False))
     loader = [(x, torch.zeros(len(x))) for x in images.split(4)]
     torch.testing.assert_close(attention_distance(model, loader, progress=False)["mean"], per_image.mean(0))
+
+
+def brute_force_distance(attention, grid, patch_size):
+    """The paper's definition with loops, one head: mean over patch queries i of sum_j A_ij * ||g_i - g_j|| in
+    pixels, A's class column dropped and each row re-normalised; patch (r, c) is token 1 + r * gw + c."""
+    (gh, gw), (ph, pw) = grid, patch_size
+    a = attention[1:, 1:] / attention[1:, 1:].sum(axis=1, keepdims=True)
+    total = 0.0
+    for i in range(gh * gw):
+        for j in range(gh * gw):
+            (ri, ci), (rj, cj) = divmod(i, gw), divmod(j, gw)
+            total += a[i, j] * math.hypot((ri - rj) * ph, (ci - cj) * pw)
+    return total / (gh * gw)
+
+
+@pytest.mark.parametrize("grid,patch", [((2, 3), (3, 5)), ((12, 8), (8, 8))])
+def test_random_attention_on_a_non_square_grid_equals_the_brute_force_loop(grid, patch):
+    """Asymmetric random attention, non-square grids and (2 x 3) non-square patches: swapping x and y, rows and
+    columns, or the patch's height and width changes the answer."""
+    n = 1 + grid[0] * grid[1]
+    a = torch.softmax(torch.randn(2, 2, n, n, dtype=torch.float64) * 3, dim=-1)
+    got = mean_attention_distance([a], vitlens.TokenLayout(("cls",), grid, patch, "token"))
+    for b in range(2):
+        for h in range(2):
+            assert got[b, 0, h].item() == pytest.approx(brute_force_distance(a[b, h].numpy(), grid, patch), rel=1e-10)
+
+
+def test_distance_of_a_model_moved_to_a_non_square_size_equals_the_brute_force_loop():
+    model = perturb_(vitlens.create_model("vit_ti16", img_size=64, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                                          mlp_dim=64, num_classes=3), std=0.3).eval()
+    model.set_img_size((96, 64))
+    images = torch.rand(1, 3, 96, 64)
+    with torch.no_grad(), vitlens.capture(model) as rec:
+        model(prepare(images, model.data_config))
+    got = attention_distance(model, images, progress=False)["mean"]
+    for layer, a in enumerate(rec.attentions):
+        for h in range(2):
+            want = brute_force_distance(a[0, h].double().numpy(), (12, 8), (8, 8))
+            assert got[layer, h].item() == pytest.approx(want, rel=1e-6)

@@ -26,6 +26,25 @@ def test_similarity_has_unit_diagonal_and_follows_resolution(pool):
     torch.testing.assert_close(torch.einsum("ijij->ij", sim), torch.ones(12, 8))
 
 
+@pytest.mark.parametrize("pool,slots", [("token", 1), ("gap", 0)])
+def test_similarity_of_a_random_table_on_a_non_square_grid_equals_a_cosine_loop(pool, slots):
+    """A random E_pos with a common offset (so centred cosine differs) after set_img_size((96, 64)): tile [r, c]
+    holds patch (r, c)'s similarity to every patch, each entry F.cosine_similarity of two rows, prefix slots out."""
+    model = tiny(pool=pool)
+    model.set_img_size((96, 64))
+    with torch.no_grad():
+        model.pos_embed.copy_(torch.randn_like(model.pos_embed) + 0.5)
+    table = model.pos_embed[0, slots:].detach()
+    sim = position_embedding_similarity(model)
+    assert sim.shape == (12, 8, 12, 8)
+    for r in range(12):
+        for c in range(8):
+            query = table[r * 8 + c]
+            want = torch.stack([torch.nn.functional.cosine_similarity(query, table[r2 * 8 + c2], dim=0)
+                                for r2 in range(12) for c2 in range(8)]).reshape(12, 8)
+            torch.testing.assert_close(sim[r, c], want, atol=1e-6, rtol=0)
+
+
 def test_sincos_table_nearest_neighbours_rank_highest():
     model = tiny()
     g = 8

@@ -125,3 +125,41 @@ def test_patch_maps_read_the_query_row_on_a_non_square_grid(fusion, fuse):
     torch.testing.assert_close(patch_maps(attn, 3, lay((2, 3)), head_fusion=fusion), got)  # by index
     with pytest.raises(ValueError, match="outside the 2 x 3 grid"):
         patch_maps(attn, 6, lay((2, 3)))
+
+
+@pytest.mark.parametrize("grid", [(2, 3), (12, 8)])
+def test_cls_map_and_head_maps_read_the_class_row_on_non_square_grids(grid):
+    """Asymmetric attention (A != A^T) on non-square grids: the class token's row (never its column) of the
+    joint attention and of each head's last-layer attention, laid out row-major on gh x gw, written out with loops."""
+    gh, gw = grid
+    attn = random_attention(L=3, B=2, H=3, N=1 + gh * gw)
+    assert not torch.allclose(attn[0], attn[0].transpose(-1, -2), atol=1e-2)
+    maps = cls_map(attention_rollout(attn), lay(grid))
+    heads = head_maps(attn, lay(grid))
+    assert maps.shape == (2, gh, gw) and heads.shape == (2, 3, gh, gw)
+    for b in range(2):
+        joint = paper_rollout(attn, b)
+        last = attn[-1][b].double().numpy()
+        for r in range(gh):
+            for c in range(gw):
+                key = 1 + r * gw + c
+                assert maps[b, r, c].item() == pytest.approx(joint[0, key], abs=1e-6)
+                for h in range(3):
+                    assert heads[b, h, r, c].item() == pytest.approx(last[h, 0, key], abs=1e-7)
+
+
+def test_rollout_and_head_maps_of_a_model_moved_to_a_non_square_size():
+    """A vitlens ViT after set_img_size((96, 64)): 12 x 8 patches; its captured maps laid out as the loops say."""
+    model = perturb_(vitlens.create_model("vit_ti16", img_size=64, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                                          mlp_dim=64, num_classes=3), std=0.3).eval()
+    model.set_img_size((96, 64))
+    layout = vitlens.token_layout(model)
+    assert layout.grid == (12, 8)
+    with torch.no_grad(), vitlens.capture(model) as rec:
+        model(torch.randn(1, 3, 96, 64))
+    maps, heads = cls_map(attention_rollout(rec.attentions), layout), head_maps(rec.attentions, layout)
+    joint, last = paper_rollout(rec.attentions, 0), rec.attentions[-1][0].double().numpy()
+    want_maps = np.array([[joint[0, 1 + r * 8 + c] for c in range(8)] for r in range(12)])
+    want_heads = np.array([[[last[h, 0, 1 + r * 8 + c] for c in range(8)] for r in range(12)] for h in range(2)])
+    np.testing.assert_allclose(maps[0].numpy(), want_maps, atol=1e-6)
+    np.testing.assert_allclose(heads[0].numpy(), want_heads, atol=1e-7)

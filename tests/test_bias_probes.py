@@ -8,6 +8,7 @@ from torch import nn
 import vitlens
 from vitlens.bias import (drop_patches, effective_receptive_field, equivariance_error, erf_probe, mass_radius,
                           occlusion_probe, shift_images, shuffle_patches, translation_probe)
+from vitlens.bias.maps import layer_maps
 
 
 def ones_conv(k: int, stride: int = 1, channels: int = 2, padding_mode: str = "zeros") -> nn.Conv2d:
@@ -173,3 +174,60 @@ def test_equivariance_error_is_the_definition_on_upsampled_maps(unit, axis):
         cos = torch.where((a.abs().amax(1) == 0) & (b.abs().amax(1) == 0), 1.0, cos)  # both zero: equal
         want = (1 - cos).mean(dim=(1, 2))
         torch.testing.assert_close(equivariance_error(ref, cur, shift, (size, size), axis), want, rtol=0, atol=1e-12)
+
+
+def test_drop_patches_on_a_non_square_image_zeroes_whole_patches():
+    """An 8 x 12 image of 4-pixel patches (2 x 3 grid): each patch, found by a loop over (r, c), is all zero or
+    untouched, and exactly round(0.5 x 6) = 3 are zero."""
+    images = torch.rand(3, 2, 8, 12) + 1.0
+    dropped = drop_patches(images, 4, 0.5, torch.Generator().manual_seed(0))
+    for b in range(3):
+        zero = 0
+        for r in range(2):
+            for c in range(3):
+                patch, original = dropped[b, :, 4 * r:4 * r + 4, 4 * c:4 * c + 4], images[b, :, 4 * r:4 * r + 4, 4 * c:4 * c + 4]
+                assert torch.equal(patch, torch.zeros_like(patch)) or torch.equal(patch, original)
+                zero += int(torch.equal(patch, torch.zeros_like(patch)))
+        assert zero == 3
+
+
+def test_shuffle_permutes_the_pieces_of_a_non_square_image():
+    images = torch.arange(2 * 8 * 12.0).reshape(2, 1, 8, 12)
+    shuffled = shuffle_patches(images, 2, torch.Generator().manual_seed(3))  # pieces of 4 x 6 pixels
+    want = [sorted(images[b, 0, 4 * r:4 * r + 4, 6 * c:6 * c + 6].flatten().tolist() for r in range(2) for c in range(2))
+            for b in range(2)]
+    got = [sorted(shuffled[b, 0, 4 * r:4 * r + 4, 6 * c:6 * c + 6].flatten().tolist() for r in range(2) for c in range(2))
+           for b in range(2)]
+    assert got == want and not torch.equal(shuffled, images)
+
+
+def test_erf_centre_unit_of_a_non_square_map():
+    """A 13 x 13 theoretical field (three convs) on 20 x 32 images: the gradient's support is the field around the
+    centre unit (10, 16), row and column not swapped."""
+    model = nn.Sequential(ones_conv(3), nn.ReLU(), ones_conv(3, 2), nn.ReLU(), ones_conv(5))
+    erfs, centres = effective_receptive_field(model, torch.rand(2, 2, 20, 32) + 0.1, layers=["4"])
+    rows, cols = torch.nonzero(erfs["4"] > 0, as_tuple=True)
+    # the stride-2 output is 10 x 16; its centre unit (5, 8) sits on input pixel (10, 16), the field 10 +- 6
+    assert (int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())) == (4, 16, 10, 22)
+    assert centres["4"] == (10.5, 16.5)
+
+
+def test_vit_on_a_non_square_grid_is_equivariant_to_whole_patch_shifts_along_each_axis():
+    """A ViT without position embeddings on 16 x 24 images (4 x 6 patches): a whole-patch shift along x, y or both
+    permutes the tokens (error 0), a sub-patch shift does not; token maps laid out row-major, as a loop says."""
+    vit = perturb_(vitlens.VisionTransformer(img_size=(16, 24), patch_size=4, in_chans=1, num_classes=4, embed_dim=32,
+                                             depth=2, num_heads=2, mlp_dim=64), std=0.2).eval()
+    with torch.no_grad():
+        vit.pos_embed.zero_()
+    images = torch.randn(3, 1, 16, 24)
+    for axis in ("x", "y", "xy"):
+        out = translation_probe(vit, images, [4, 2], axis=axis)
+        for errors in out["equivariance"].values():
+            assert errors[0] < 1e-6 and errors[1] > 1e-3, axis
+    with torch.no_grad():
+        maps, _ = layer_maps(vit, images, ["block 1"])
+        with vitlens.capture(vit, attentions=False, tokens=True) as rec:
+            vit(images)
+    for r in range(4):
+        for c in range(6):
+            torch.testing.assert_close(maps["block 1"][:, :, r, c], rec.tokens[0][:, 1 + r * 6 + c])

@@ -81,7 +81,9 @@ class VisionTransformer(nn.Module):
         num_pos = self.num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
         self.pos_embed = nn.Parameter(torch.zeros(1, num_pos, embed_dim))
         self.pos_drop = nn.Dropout(dropout)
-        rates = torch.linspace(0, drop_path, depth).tolist()
+        # stochastic depth rising linearly 0 .. drop_path, as timm; in Python, not torch.linspace(...).tolist(),
+        # which cannot run under torch.device("meta") (shape checks of the large configs without their memory)
+        rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_dim, dropout, attn_dropout, rate, low_precision_residual)
             for rate in rates)
