@@ -4,7 +4,7 @@ import streamlit as st
 
 from kit import inputs, models, show
 from vitlens.analysis import linear_probe, probe_finding
-from vitlens.analysis.figures import HALF_WIDTH, probe_figure
+from vitlens.analysis.figures import probe_figure
 from vitlens.data.fashion_mnist import CLASSES
 
 st.title("Linear probe")
@@ -30,25 +30,23 @@ def probe(source: str, n_train: int, n_test: int, shots: tuple[int, ...]) -> dic
 
 if st.button("Run the probes", key="probe_run", type="primary") or st.session_state.get("probe_done"):
     st.session_state.probe_done = True
-    for col, (kind, source) in zip(st.columns(2), sources.items()):
-        with col:
-            if models.try_load(source) is None:
-                continue
-            r = probe(source, n_train, n_test, tuple(sorted(shots)))
-            fig = probe_figure(r["layers"], r["logistic"], r["fewshot"],
-                               show.title_text(f"{kind} {source}: {n_train} train / {n_test} test Fashion-MNIST "
-                                               f"images"))
-            rows = [{"layer": n, "logistic": r["logistic"][n],
-                     **{f"{k}-shot": r["fewshot"][n][k]["mean"] for k in (r["fewshot"] or {}).get(n, {})}}
-                    for n in r["layers"]]
-            table = pd.DataFrame(rows)
-            if out := r["shots_left_out"]:
-                st.info(f"{', '.join(f'{k}-shot' for k in out['shots'])} left out: the first {n_train} training "
-                        f"images hold only {out['count']} of class {out['scarcest_class']} "
-                        f"({CLASSES[out['scarcest_class']]}), so no draw of {out['shots'][0]} per class exists.")
-            show.show(fig, f"probe_{kind.lower()}", table, f"probe_fig_{kind}", width=HALF_WIDTH)
-            st.dataframe(table.style.format(precision=3, subset=table.columns[1:]), hide_index=True)
-            show.finding(probe_finding(r["layers"], r["logistic"], r["fewshot"])["text"])
+    for kind, source in sources.items():  # one under the other: the layer names need the main column's width
+        if models.try_load(source) is None:
+            continue
+        r = probe(source, n_train, n_test, tuple(sorted(shots)))
+        fig = probe_figure(r["layers"], r["logistic"], r["fewshot"],
+                           show.title_text(f"{kind} {source}: {n_train} train / {n_test} test Fashion-MNIST images"))
+        rows = [{"layer": n, "logistic": r["logistic"][n],
+                 **{f"{k}-shot": r["fewshot"][n][k]["mean"] for k in (r["fewshot"] or {}).get(n, {})}}
+                for n in r["layers"]]
+        table = pd.DataFrame(rows)
+        if out := r["shots_left_out"]:
+            st.info(f"{', '.join(f'{k}-shot' for k in out['shots'])} left out: the first {n_train} training "
+                    f"images hold only {out['count']} of class {out['scarcest_class']} "
+                    f"({CLASSES[out['scarcest_class']]}), so no draw of {out['shots'][0]} per class exists.")
+        show.show(fig, f"probe_{kind.lower()}", table, f"probe_fig_{kind}")
+        st.dataframe(table.style.format(precision=3, subset=table.columns[1:]), hide_index=True)
+        show.finding(probe_finding(r["layers"], r["logistic"], r["fewshot"])["text"])
 else:
     st.info("Features of every layer for both models, then one probe per layer: about a minute on two CPU cores "
             "for the bundled models at 1,000 images.")

@@ -293,9 +293,8 @@ def probe_figure(layers: Sequence[str], logistic: Mapping[str, float] | None,
         for k in next(iter(fewshot.values())):
             fig.add_trace(go.Scatter(x=list(layers), y=[fewshot[n][k]["mean"] for n in layers], mode="lines+markers",
                                      name=f"{k}-shot ridge", error_y=dict(array=[fewshot[n][k]["std"] for n in layers])))
-    # upright layer names: level ones overlap in a column of two
-    return finish(fig, title, 860, 480, xaxis_title="layer (pooled representation)", xaxis_tickangle=-90,
-                  yaxis_title="test accuracy", yaxis_range=[0, 1])
+    return finish(fig, title, 860, 480, xaxis_title="layer (pooled representation)", yaxis_title="test accuracy",
+                  yaxis_range=[0, 1])
 
 
 def _interval(v: Mapping[str, float]) -> str:
