@@ -1,5 +1,8 @@
 """Inductive-bias probes against closed forms: receptive-field arithmetic, exact equivariance by construction,
 identity perturbations."""
+import json
+import math
+
 import pytest
 import torch
 from conftest import perturb_
@@ -58,6 +61,19 @@ def test_mass_radius_closed_form():
     erf[5, 8] = 3.0           # 30 % at distance 3
     erf[9, 8] = 1.0           # 10 % at distance 5
     assert mass_radius(erf, (5, 5), (0.5, 0.6, 0.9, 1.0)) == [0.0, 0.0, 3.0, 5.0]
+
+
+def test_a_layer_whose_centre_unit_is_dead_gets_no_radius_and_the_others_do():
+    from vitlens.analysis.figures import jsonable
+
+    dead = nn.Conv2d(1, 1, 3, padding=1)
+    with torch.no_grad():
+        dead.weight.fill_(1.0), dead.bias.fill_(-1e3)  # below zero on every image: the ReLU after passes nothing back
+    model = nn.Sequential(ones_conv(3, channels=1), nn.ReLU(), dead, nn.ReLU(), ones_conv(3, channels=1))
+    out = erf_probe(model, torch.rand(2, 1, 15, 15), layers=["1", "3", "4"])
+    assert out["zero"] == ["3", "4"]  # after the dead layer nothing depends on the input either
+    assert out["radius"]["0.5"][0] > 0 and all(math.isnan(r) for r in out["radius"]["0.5"][1:])
+    assert json.loads(json.dumps(jsonable(out["radius"])))["0.9"][1:] == [None, None]
 
 
 def test_erf_probe_on_vit_reports_every_block():

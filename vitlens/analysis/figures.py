@@ -544,15 +544,22 @@ def attention_grid_figure(image: torch.Tensor, maps: torch.Tensor, title: str, s
 
 
 def jsonable(obj: Any) -> Any:
-    """Tensors and arrays to nested lists, keys to strings, recursively."""
-    if isinstance(obj, (torch.Tensor, np.ndarray)):
-        return obj.tolist()
+    """Tensors and arrays to nested lists, keys to strings, non-finite floats to None (JSON has no NaN),
+    recursively."""
+    if isinstance(obj, torch.Tensor):
+        obj = obj.detach().cpu()
+        obj = (obj.float() if obj.dtype == torch.bfloat16 else obj).numpy()
+    if isinstance(obj, np.ndarray):  # walked value by value only when one is not finite: a walk of millions is slow
+        finite = not np.issubdtype(obj.dtype, np.floating) or np.isfinite(obj).all()
+        return obj.tolist() if finite else jsonable(obj.tolist())
     if isinstance(obj, Mapping):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]
     if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
     return obj
 
 

@@ -9,6 +9,8 @@ gradient-based counterpart of the mean attention distance (paper Fig. 7 right).
 """
 from __future__ import annotations
 
+import logging
+import math
 from typing import Sequence
 
 import torch
@@ -16,6 +18,7 @@ from torch import nn
 
 from .maps import layer_maps
 
+log = logging.getLogger("vitlens")
 QUANTILES = (0.5, 0.9)
 
 
@@ -100,10 +103,17 @@ def erf_probe(model: nn.Module, images: torch.Tensor, *, layers: Sequence[str] |
         batch_size: images per forward pass.
 
     Returns:
-        ``layers``; ``radius`` (quantile as a string, e.g. ``"0.5"`` -> per-layer radii in pixels); ``centre``
-        (per layer, the centre unit's input position); ``erf`` (layer -> H x W tensor); ``count``.
+        ``layers``; ``radius`` (quantile as a string, e.g. ``"0.5"`` -> per-layer radii in pixels, NaN for a layer
+        whose ERF is zero); ``zero`` (those layers: a centre unit dead on every image, e.g. after a ReLU, has no
+        receptive field to measure, and the other layers still do); ``centre`` (per layer, the centre unit's input
+        position); ``erf`` (layer -> H x W tensor); ``count``.
     """
     erfs, centres = effective_receptive_field(model, images, layers=layers, batch_size=batch_size)
-    radii = {n: mass_radius(erfs[n], centres[n], quantiles) for n in erfs}
+    zero = [n for n in erfs if not erfs[n].any()]
+    if zero:
+        log.warning("the centre unit of %s does not depend on the input (zero gradient on all %d images): no ERF "
+                    "radius there", ", ".join(zero), len(images))
+    radii = {n: [math.nan] * len(quantiles) if n in zero else mass_radius(erfs[n], centres[n], quantiles)
+             for n in erfs}
     return dict(layers=list(erfs), radius={str(q): [radii[n][i] for n in erfs] for i, q in enumerate(quantiles)},
-                centre={n: list(c) for n, c in centres.items()}, erf=erfs, count=len(images))
+                zero=zero, centre={n: list(c) for n, c in centres.items()}, erf=erfs, count=len(images))
