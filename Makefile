@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vitlens-installed
-APT_PACKAGES := dataset-fashion-mnist chromium fonts-dejavu-core
+APT_PACKAGES := dataset-fashion-mnist chromium fonts-dejavu-core libgl1 libglib2.0-0
 
 .PHONY: venv system-deps test app bench bench-gpu clean
 
@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian packages the tests use: Fashion-MNIST's IDX files, Chromium for the browser tests and PNG export.
+# Debian packages the tests use: Fashion-MNIST's IDX files, Chromium for the browser tests and PNG export, and the
+# GL and GLib libraries OpenCV (under Quantus) loads.
 system-deps:
-	@if [ -d /usr/share/datasets/fashion-mnist ] && [ -x /usr/bin/chromium ]; then exit 0; fi; \
+	@if [ -d /usr/share/datasets/fashion-mnist ] && [ -x /usr/bin/chromium ] && /sbin/ldconfig -p | grep -q libGL.so.1 \
+	    && /sbin/ldconfig -p | grep -q libglib-2.0.so.0; then exit 0; fi; \
 	if command -v apt-get >/dev/null; then \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES); \

@@ -90,3 +90,26 @@ def test_curves_figure_gives_each_method_one_colour_in_both_panels_and_every_cur
         assert name.startswith(t.legendgroup) and ("MoRF" in name) == (t.line.dash == "solid"), name
     panels = {m: {t.xaxis for t in fig.data if t.legendgroup == m} for m in methods}
     assert all(p == {"x", "x2"} for p in panels.values())  # deletion and insertion panels both draw each method
+
+
+def test_deletion_curves_agree_with_quantus_pixel_flipping_on_both_bundled_models():
+    """Quantus 0.6's PixelFlipping is the same definition (pixels switched to a baseline most relevant first, a fixed
+    number a step, the target's softmax after each step), written independently: one forward pass per step."""
+    import quantus
+
+    import vitlens
+    from vitlens.analysis import faithfulness
+    from vitlens.data import load_tensors
+    from vitlens.images import prepare
+
+    images, labels = load_tensors("test", 6)
+    relevance = torch.rand(6, 28, 28, generator=torch.Generator().manual_seed(0))  # continuous: no ties to break
+    metric = quantus.PixelFlipping(features_in_step=49, perturb_baseline=0.0, disable_warnings=True,
+                                   display_progressbar=False)
+    for name in ("demo:vit-fashion", "demo:cnn-fashion"):
+        model = vitlens.load_model(name).eval()
+        x = prepare(images, model.data_config)  # the "mean" baseline is 0 in the model's input space
+        ours = faithfulness(model, x, relevance, labels, baseline="mean", steps=16).curves["deletion"]["morf"]
+        theirs = metric(model=model, x_batch=x.numpy(), y_batch=labels.numpy(), a_batch=relevance[:, None].numpy(),
+                        device="cpu", softmax=True)
+        np.testing.assert_allclose(ours[:, 1:], np.array(theirs), atol=1e-5)  # Quantus starts after the first step
