@@ -30,7 +30,7 @@ def test_upload_rollout_broken_file_then_good_file_and_a_second_session():
         first.screenshot(path=ARTIFACTS / "browser_attention.png", full_page=True)
         # a click on a patch of the heatmap (a Plotly selection event) redraws what that patch attends to
         figure(first, ROLLOUT, "chelsea.jpeg").locator(".scatterlayer .point").first.click(force=True)
-        first.get_by_text("What patch (0, 0) attends to").wait_for(timeout=TIMEOUT_MS)
+        first.get_by_text("What patch (row 1, column 1) attends to").wait_for(timeout=TIMEOUT_MS)
 
         upload(first, dict(name="broken.png", mimeType="image/png", buffer=b"\x89PNG\r\n\x1a\n not really"))
         first.get_by_text("Cannot use this file").wait_for(timeout=TIMEOUT_MS)
