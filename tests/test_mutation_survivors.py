@@ -2,6 +2,7 @@
 each checks behaviour no earlier test pinned down, against an independent oracle (timm, torch.nn.functional, loops
 written out here, exact messages), on tiny inputs."""
 import math
+import threading
 
 import pytest
 import timm
@@ -231,3 +232,116 @@ def test_head_maps_threshold_outside_zero_one_is_refused(threshold):
     layout = vitlens.TokenLayout(("cls",), (2, 3), (1, 1), "token")
     with pytest.raises(ValueError, match=rf"^threshold must be in \(0, 1\], got {threshold}$"):
         head_maps([torch.rand(1, 2, 7, 7)], layout, threshold=threshold)
+
+
+def test_head_maps_threshold_met_exactly_keeps_no_more_patches():
+    """Patches holding 1/2 + 1/4 of the mass meet a threshold of 0.75 exactly: the smallest set is those two."""
+    from vitlens.analysis import head_maps
+
+    layout = vitlens.TokenLayout(("cls",), (2, 3), (1, 1), "token")
+    attention = torch.zeros(1, 1, 7, 7, dtype=torch.float64)
+    attention[0, 0, 0, 1:] = torch.tensor([1.0, 4.0, 0.25, 2.0, 0.5, 0.25])
+    got = head_maps([attention], layout, threshold=0.75)
+    torch.testing.assert_close(got[0, 0], torch.tensor([[0.0, 4.0, 0.0], [2.0, 0.0, 0.0]], dtype=torch.float64))
+
+
+def test_rollout_names_a_start_layer_past_the_last():
+    from vitlens.analysis import attention_rollout
+
+    with pytest.raises(ValueError, match=r"^no attention layers from start_layer=3 on \(3 given\)$"):
+        attention_rollout([torch.eye(4).expand(1, 1, 4, 4)] * 3, start_layer=3)
+
+
+# --- rollout_step, the streaming rollout's public step, with its defaults ----------------------------------------------
+
+def test_rollout_step_defaults_are_the_papers_mean_and_no_discard():
+    from vitlens.analysis import rollout_step
+
+    attention = torch.softmax(torch.randn(2, 3, 5, 5, dtype=torch.float64), dim=-1)
+    a = attention.mean(1) + torch.eye(5, dtype=torch.float64)
+    torch.testing.assert_close(rollout_step(None, attention), a / a.sum(-1, keepdim=True))
+    joint = torch.softmax(torch.randn(2, 5, 5, dtype=torch.float64), dim=-1)
+    torch.testing.assert_close(rollout_step(joint, attention), a / a.sum(-1, keepdim=True) @ joint)
+
+
+def test_rollout_step_discard_protects_one_class_token_by_default():
+    """Half of the 16 patch-patch entries (the 8 lowest) are zeroed; the class token's row and column never are."""
+    from vitlens.analysis import rollout_step
+
+    fused = torch.arange(1.0, 26.0, dtype=torch.float64).reshape(5, 5)[torch.randperm(5)][:, torch.randperm(5)]
+    got = rollout_step(None, fused[None, None], discard_ratio=0.5)
+    patch = fused[1:, 1:]
+    want = fused.clone()
+    want[1:, 1:] = patch * (patch > patch.flatten().sort().values[7])
+    want = want + torch.eye(5, dtype=torch.float64)
+    torch.testing.assert_close(got[0], want / want.sum(-1, keepdim=True))
+
+
+@pytest.mark.parametrize("ratio", [1.0, 1.5, -0.1])
+def test_rollout_step_refuses_a_discard_ratio_outside_zero_one(ratio):
+    from vitlens.analysis import rollout_step
+
+    with pytest.raises(ValueError, match=rf"^discard_ratio must be in \[0, 1\), got {ratio}$"):
+        rollout_step(None, torch.rand(1, 1, 4, 4), discard_ratio=ratio)
+
+
+def test_rollout_of_half_precision_maps_stays_in_their_dtype():
+    """capture(dtype=torch.float16) halves the maps' memory; the rollout of such maps is float16 too (its identity
+    included), and within float16's precision of the float64 product."""
+    from vitlens.analysis import attention_rollout
+
+    maps = [torch.softmax(torch.randn(1, 2, 5, 5), dim=-1).half() for _ in range(2)]
+    got = attention_rollout(maps)
+    assert got.dtype == torch.float16
+    want = torch.eye(5, dtype=torch.float64)
+    for a in maps:
+        a = a.double().mean(1)[0] + torch.eye(5, dtype=torch.float64)
+        want = a / a.sum(-1, keepdim=True) @ want
+    torch.testing.assert_close(got[0].double(), want, atol=3e-3, rtol=0)
+
+
+# --- capture: what is kept out of the autograd graph, and another thread's tokens ------------------------------------
+
+def tiny_capture_vit() -> vitlens.VisionTransformer:
+    torch.manual_seed(0)
+    return vitlens.create_model("vit_ti16", img_size=16, patch_size=8, embed_dim=16, depth=2, num_heads=2, mlp_dim=16,
+                                num_classes=3).eval()
+
+
+def test_capture_without_grad_keeps_maps_and_tokens_out_of_the_graph():
+    """With grad enabled and parameters that need it, a plain capture still keeps detached copies (grad=True is the
+    way to keep them in the graph), equal to the ones grad=True keeps."""
+    model = tiny_capture_vit()
+    x = torch.randn(1, 3, 16, 16)
+    with vitlens.capture(model, tokens=True) as rec:
+        model(x)
+    with vitlens.capture(model, tokens=True, grad=True) as ref:
+        model(x)
+    for kept, graph in ((rec.attentions, ref.attentions), (rec.tokens, ref.tokens)):
+        assert not any(t.requires_grad for t in kept) and all(t.requires_grad for t in graph)
+        for a, b in zip(kept, graph):
+            torch.testing.assert_close(a, b.detach())
+
+
+def test_tokens_of_another_threads_forward_pass_are_not_recorded():
+    model = tiny_capture_vit()
+    mine, theirs = torch.randn(1, 3, 16, 16), torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        with vitlens.capture(model, attentions=False, tokens=True) as rec:
+            model(mine)
+            other = threading.Thread(target=model, args=(theirs,))  # no capture open in that thread
+            other.start()
+            other.join()
+        with vitlens.capture(model, attentions=False, tokens=True) as ref:
+            model(mine)
+    for a, b in zip(rec.tokens, ref.tokens):
+        torch.testing.assert_close(a, b)
+
+
+def test_fuse_heads_defaults_to_the_mean_and_names_an_unknown_fusion():
+    from vitlens.analysis import fuse_heads
+
+    attention = torch.rand(2, 3, 4, 4)
+    torch.testing.assert_close(fuse_heads(attention), attention.sum(1) / 3)
+    with pytest.raises(ValueError, match=r"^head_fusion must be 'mean', 'max' or 'min', got 'median'$"):
+        fuse_heads(attention, "median")
