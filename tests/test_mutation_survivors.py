@@ -345,3 +345,42 @@ def test_fuse_heads_defaults_to_the_mean_and_names_an_unknown_fusion():
     torch.testing.assert_close(fuse_heads(attention), attention.sum(1) / 3)
     with pytest.raises(ValueError, match=r"^head_fusion must be 'mean', 'max' or 'min', got 'median'$"):
         fuse_heads(attention, "median")
+
+
+def test_a_capture_open_in_another_thread_passes_attention_masks_through():
+    """timm's blocks call their attention with keyword arguments (attn_mask); while another thread's capture has the
+    module wrapped, this thread's call must still reach timm's forward with them."""
+    model = timm_tiny("vit_tiny_patch16_224", img_size=32, embed_dim=24, num_heads=2)
+    x = torch.randn(1, 3, 32, 32)
+    mask = torch.zeros(1, 1, 5, 5)
+    mask[..., 1:] = float("-inf")  # every token sees only the class token
+    opened, done = threading.Event(), threading.Event()
+
+    def hold():
+        with vitlens.capture(model):
+            opened.set()
+            done.wait(60)
+
+    other = threading.Thread(target=hold)
+    other.start()
+    opened.wait(60)
+    try:
+        with torch.no_grad():
+            got = model.forward_features(x, attn_mask=mask)
+    finally:
+        done.set()
+        other.join()
+    with torch.no_grad():
+        want = model.forward_features(x, attn_mask=mask)
+        assert not torch.allclose(want, model.forward_features(x))  # the mask matters
+    torch.testing.assert_close(got, want)
+
+
+def test_split_threshold_on_few_norms_and_on_modes_closer_than_e():
+    assert split_threshold(torch.tensor([1.0, 100.0, 10_000.0])) == math.inf  # under 4 norms: nothing to fit
+    four = torch.tensor([1.0, 1.1, 1000.0, 1100.0])  # 4 norms are enough
+    assert 1.1 < split_threshold(four) < 1000.0
+    g = torch.Generator().manual_seed(0)
+    close = torch.cat([10 * torch.exp(0.02 * torch.randn(50, generator=g)),
+                       25 * torch.exp(0.02 * torch.randn(10, generator=g))])  # 2.5x apart: logs under 1 apart
+    assert close[:50].max() < split_threshold(close, min_ratio=2.0) < close[50:].min()

@@ -50,13 +50,15 @@ def main() -> int:
     parser.add_argument("--partial", default="", help="what the run left out (written into the results)")
     args = parser.parse_args()
     counts: dict[str, Counter] = defaultdict(Counter)
-    survivors = []
+    survivors, timeouts = [], []
     for meta in sorted((ROOT / "mutants").rglob("*.py.meta")):
         for mutant, code in json.loads(meta.read_text())["exit_code_by_key"].items():
             status = STATUS.get(code, "suspicious")
             counts[module_of(mutant)][status] += 1
             if status in ("survived", "no tests", "suspicious"):
                 survivors.append(mutant)
+            elif status == "timeout":
+                timeouts.append(mutant)
     notes = yaml.safe_load(NOTES.read_text()) if NOTES.exists() else {}
     modules = {}
     for module, c in sorted(counts.items()):
@@ -66,7 +68,8 @@ def main() -> int:
         caught = c["killed"] + c["timeout"] + c["caught by type check"]
         equivalent = sum(1 for m in survivors if module_of(m) == module and str(notes.get(m, "")).startswith("equiv"))
         modules[module] = dict(mutants=tested, killed=c["killed"], timeout=c["timeout"], survived=c["survived"],
-                               no_tests=c["no tests"], suspicious=c["suspicious"], equivalent=equivalent,
+                               no_tests=c["no tests"], suspicious=c["suspicious"], not_checked=c["not checked"],
+                               equivalent=equivalent,
                                score=round(caught / tested, 4),
                                score_without_equivalent=round(caught / max(1, tested - equivalent), 4))
     total = Counter()
@@ -102,6 +105,10 @@ def main() -> int:
         before, after = diff_lines(mutant)
         cell = lambda s: "`" + s.replace("|", "\\|").replace("`", "'") + "`" if s else ""
         lines.append(f"| {mutant} | {cell(before)} | {cell(after)} | {now} | {note.replace('|', '/')} |")
+    if timeouts:
+        lines += ["", "Counted as caught because the tests did not finish (mutmut's timeout, or a test hung and was "
+                  "stopped by hand after its stack showed it waiting forever):", ""]
+        lines += [f"- {m}: `{diff_lines(m)[1]}`" for m in sorted(timeouts)]
     (RESULTS / "mutation_survivors.md").write_text("\n".join(lines) + "\n")
     print(json.dumps(summary))
     if problems:
