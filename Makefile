@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vitlens-installed
 APT_PACKAGES := dataset-fashion-mnist chromium fonts-dejavu-core libgl1 libglib2.0-0
 
-.PHONY: venv system-deps test app bench bench-gpu clean
+.PHONY: venv system-deps test app bench bench-gpu mutation clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,5 +41,14 @@ bench: venv system-deps
 bench-gpu: venv
 	PYTHON=$(PY) analyses/benchmarks/gpu_checks.sh gpu-checks
 
+# Mutation testing (not part of `make test`; hours on 2 cores): mutmut mutates vitlens/analysis, vitlens/bias,
+# vitlens/capture.py and the ViT's layers in a copy under mutants/ ([tool.mutmut] in pyproject.toml), then the score
+# and the survivors go to analyses/benchmarks/results/. MUTANTS="vitlens.analysis.rollout.*" runs a part of it.
+MUTATION_CHILDREN ?= 2
+MUTANTS ?=
+mutation: venv
+	nice -n 15 $(VENV)/bin/mutmut run --max-children $(MUTATION_CHILDREN) $(MUTANTS)
+	$(PY) analyses/benchmarks/mutation_report.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) mutants .pytest_cache build *.egg-info

@@ -113,7 +113,7 @@ def test_only_requested_layers_materialise(monkeypatch):
 
 def test_two_threads_do_not_mix():
     model = tiny_vit()
-    barrier = threading.Barrier(2)
+    barrier = threading.Barrier(2, timeout=60)  # one thread failing fails the test, not hangs it
     results = {}
 
     def run(layer, seed):
