@@ -60,8 +60,16 @@ def _upload(key: str) -> InputImage | None:
     return InputImage(img, hashlib.sha256(data).hexdigest(), up.name, False)
 
 
-def image_input(key: str) -> InputImage | None:
-    """Upload, sample photo or Fashion-MNIST test image; None (after an st.error) when the upload is unusable."""
+def image_input(key: str) -> InputImage:
+    """Upload, sample photo or Fashion-MNIST test image; the page stops here (after an info or an st.error) until
+    there is a usable one."""
+    inp = _chosen_image(key)
+    if inp is None:
+        st.stop()
+    return inp
+
+
+def _chosen_image(key: str) -> InputImage | None:
     choice = st.radio("Image", ["Sample photo", "Fashion-MNIST test image", "Upload"], key=f"{key}_kind",
                       horizontal=True)
     if choice == "Upload":

@@ -18,8 +18,6 @@ shown = [models.current_model(needs_vit=NEEDS_VIT)]
 if second := models.second_model(NEEDS_VIT):
     shown.append(second)
 inp = inputs.image_input("attn")
-if inp is None:
-    st.stop()
 c1, c2 = st.columns(2)
 fusion = c1.selectbox("Head fusion", ["mean", "max", "min"], key="fusion",
                       help="How each layer's heads become one matrix (the paper uses the mean).")

@@ -17,8 +17,6 @@ NEEDS_VIT = ("needs the ViT in the sidebar; the CNN to compare goes in the box b
 vit_source, vit = models.current_model(needs_vit=NEEDS_VIT)
 cnn_source, cnn = models.cnn_picker("cnn_source")
 inp = inputs.image_input("cmp")
-if inp is None:
-    st.stop()
 inputs.domain_note(vit, inp)
 steps = st.select_slider("Deletion / insertion steps", [8, 16, 32], 16, key="cmp_steps",
                          help="Points on each curve; all of them, for every map, go through the model together.")

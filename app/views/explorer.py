@@ -11,8 +11,6 @@ from vitlens.analysis.figures import attention_grid_figure
 st.title("Attention explorer")
 source, model = models.current_model(needs_vit="draws a ViT's attention, layer by layer and head by head")
 inp = inputs.image_input("explore")
-if inp is None:
-    st.stop()
 inputs.domain_note(model, inp)
 
 x = inputs.model_input(source, inp)

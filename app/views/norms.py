@@ -14,8 +14,6 @@ from vitlens.images import unnormalize
 st.title("High-norm tokens")
 source, model = models.current_model(needs_vit="reads a ViT's token norms (a CNN has no tokens)")
 inp = inputs.image_input("norms")
-if inp is None:
-    st.stop()
 inputs.domain_note(model, inp)
 c1, c2 = st.columns(2)
 n = c1.select_slider("Fashion-MNIST test images for the norm distribution", [32, 64, 128, 512], 64, key="norms_n",
@@ -36,8 +34,14 @@ def image_norms(source: str, digest: str, _x: torch.Tensor) -> dict:
     return token_norms(model, unnormalize(_x, model.data_config), progress=False)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def split(source: str, n: int, fixed: float) -> dict:
+    """The outliers of the dataset's norms: one mixture fit per layer, not redone when only the image changes."""
+    return high_norm_tokens(dataset_norms(source, n), threshold=fixed or None)
+
+
 data = dataset_norms(source, n)
-found = high_norm_tokens(data, threshold=fixed or None)
+found = split(source, n, fixed)
 layout, layers = data["layout"], data["layers"]
 one = image_norms(source, inp.digest, inputs.model_input(source, inp))
 thresholds = torch.tensor(found["thresholds"]).view(-1, 1)
